@@ -1,0 +1,74 @@
+# lyricgen + jobctl. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= laptop
+# PROFILE=laptop runs a kind's example manifest locally (jobctl run);
+# any other profile (e.g. PROFILE=cluster) submits it to SLURM (jobctl submit).
+JOBCTL_MODE := $(if $(filter laptop,$(PROFILE)),run,submit)
+SLURM_DIR ?= $(CURDIR)/.slurm
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help setup demo test test-fast lint slurm-up slurm-down slurm-status \
+        scrape clean train-rnn finetune-llama generate-grid distclean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv and install the project (editable, CPU torch, dev tools)
+
+demo: setup ## run the demo pipeline locally: sample corpus -> clean -> train -> grid -> report
+	$(BIN)/jobctl run manifests/demo.yaml
+	@$(BIN)/python scripts/print_report_path.py
+
+test: setup ## run the test suite (SLURM e2e tests need `make slurm-up` first)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only (no SLURM, no slow end-to-end)
+	$(BIN)/python -m pytest -q -m "not slurm and not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff + shellcheck
+	$(BIN)/ruff check jobs lyricgen tests bench scripts
+	shellcheck scripts/*.sh .ci/run
+
+slurm-up: ## start a throwaway single-node SLURM in .slurm/ (prints `export SLURM_CONF=...`)
+	bash scripts/slurm-local.sh up $(SLURM_DIR)
+
+slurm-down: ## stop it (cancels its jobs first)
+	bash scripts/slurm-local.sh down $(SLURM_DIR)
+
+slurm-status: ## show the local SLURM's state
+	bash scripts/slurm-local.sh status $(SLURM_DIR)
+
+scrape: setup ## scrape kind: manifests/scrape.yaml (needs $$GENIUS_ACCESS_TOKEN)
+	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/scrape.yaml
+
+clean: setup ## clean kind: manifests/clean.yaml (the embedded sample corpus)
+	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/clean.yaml
+
+train-rnn: setup ## train-rnn kind: manifests/train-rnn.yaml (arch x level job array)
+	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/train-rnn.yaml
+
+finetune-llama: setup ## finetune-llama kind: manifests/finetune-llama.yaml (edit model_path)
+	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/finetune-llama.yaml
+
+generate-grid: setup ## generate-grid kind: manifests/generate-grid.yaml (edit model)
+	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/generate-grid.yaml
+
+distclean: ## remove the venv, runs/ and the local SLURM state
+	-bash scripts/slurm-local.sh down $(SLURM_DIR)
+	rm -rf $(VENV) runs .slurm .pytest_cache .ruff_cache

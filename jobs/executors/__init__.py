@@ -1,0 +1,263 @@
+"""Executors hand a run's job.sh files to SLURM (`slurm`) or to bash on this machine
+(`local`), and read back the state of every job and array task.
+
+Both share this interface:
+
+* `submit(run, selection) -> bool` starts the selected tasks ({job: [task, ...]}, jobs in
+  run order; a job waits for those of its needs that are selected too, and needs outside the
+  selection must already be complete). SLURM returns once everything is queued; local returns
+  when everything has finished. Returns False when a task failed (local) or nothing could be
+  queued.
+* `task_states(run, record) -> {job: [TaskState, ...]}` for the jobs that ran in this run.
+* `cancel(run, record, jobs) -> [what was cancelled]`.
+
+`collect_status` adds what neither executor knows alone: skipped (cached) jobs, dependents of
+failed jobs that never ran (CANCELLED, "dependency failed", never PENDING forever), who
+cancelled a task when `jobctl cancel` did (run.json `cancellations`), one state and one
+summary reason per job, and it indexes newly completed jobs in the cache.
+
+Reasons (TaskState.reason, one short phrase; `status --json` also gives `signal`):
+"exit code N", "exit code 137 (SIGKILL)" when a child died of a signal (128+N), "signal 9
+(SIGKILL)" when SLURM saw the script itself killed, "signal TERM" when job.sh recorded the
+signal that cancelled it, "cancelled by USER (jobctl cancel)", "cancelled before it started",
+"dependency failed (JOB, ...)", "out of memory (--mem=SIZE)", "time limit (LIMIT)",
+"preempted", "node failure", or where a task waits: "waiting for needs", SLURM's own reason.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from jobs.cache import CacheIndex
+from jobs.errors import UsageError
+from jobs.state import Run
+
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+SKIPPED = "SKIPPED"
+UNKNOWN = "UNKNOWN"
+ACTIVE = frozenset({PENDING, RUNNING})
+# SLURM end states other than COMPLETED keep their own names (TIMEOUT says more than FAILED).
+FAILURES = frozenset({FAILED, CANCELLED, "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                      "DEADLINE", "PREEMPTED"})
+DEPENDENCY_FAILED = "dependency failed"
+NOT_STARTED = "cancelled before it started"
+# Job state from its tasks' states: the first of these that any task has.
+_JOB_STATE_ORDER = (RUNNING, PENDING, FAILED, "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                    "BOOT_FAIL", "DEADLINE", "PREEMPTED", CANCELLED, UNKNOWN, COMPLETED, SKIPPED)
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One task: state, exit code (None when unknown), reason, scheduler job id, and the
+    signal that ended it (name without SIG: "TERM", "KILL"; None when it was not a signal)."""
+
+    task: int
+    state: str
+    exit_code: int | None = None
+    reason: str | None = None
+    job_id: str | None = None
+    signal: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    kind: str
+    state: str
+    tasks: tuple[TaskState, ...]
+    skipped: bool
+    cached_from: dict[str, Any] | None
+    job_dir: str | None
+    out_dir: str
+    reason: str | None = None  # the task's reason, or for arrays a count per state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tasks": [t.to_dict() for t in self.tasks]}
+
+
+class Executor(ABC):
+    name: str
+
+    @abstractmethod
+    def submit(self, run: Run, selection: Mapping[str, Sequence[int]]) -> bool:
+        """Start the selected tasks; see the module docstring."""
+
+    @abstractmethod
+    def task_states(self, run: Run, record: Mapping[str, Any]) -> dict[str, list[TaskState]]:
+        """States of every task of every job that is not skipped."""
+
+    @abstractmethod
+    def cancel(self, run: Run, record: Mapping[str, Any], jobs: Sequence[str]) -> list[str]:
+        """Cancel the active tasks of `jobs`; returns a description of each cancellation."""
+
+
+def get_executor(name: str, *, parallel: int = 1) -> Executor:
+    """The executor called `name` ("slurm" or "local"; `parallel` applies to local)."""
+    if name == "slurm":
+        from jobs.executors.slurm import SlurmExecutor
+        return SlurmExecutor()
+    if name == "local":
+        from jobs.executors.local import LocalExecutor
+        return LocalExecutor(parallel=parallel)
+    raise UsageError(f"unknown executor {name!r} (slurm or local)")
+
+
+def full_selection(record: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Every task of every job that is not skipped, in run order."""
+    return {name: list(range(record["jobs"][name]["tasks"])) for name in record["order"]
+            if not record["jobs"][name]["skipped"]}
+
+
+def latest_submissions(job: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """task -> the last submission record that included it."""
+    found: dict[int, dict[str, Any]] = {}
+    for submission in job.get("submissions", []):
+        for task in submission["tasks"]:
+            found[task] = submission
+    return found
+
+
+def signal_name(number: int) -> str:
+    """9 -> "KILL"; a number Python does not name -> "9"."""
+    try:
+        return signal.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return str(number)
+
+
+def exit_reason(code: int) -> str:
+    """"exit code 3"; a shell's 128+N (a child killed by signal N) names the signal:
+    "exit code 137 (SIGKILL)"."""
+    if 128 < code <= 128 + 64:
+        return f"exit code {code} (SIG{signal_name(code - 128)})"
+    return f"exit code {code}"
+
+
+def ended_state(status: Mapping[str, Any], task: int, job_id: str | None) -> TaskState:
+    """TaskState from a status file that recorded an end (COMPLETED, FAILED, CANCELLED);
+    without a recorded reason, the signal or the non-zero exit code is the reason."""
+    code = status.get("exit_code")
+    reason = status.get("reason") or None
+    sig = status.get("signal") or None
+    if not reason and sig:
+        reason = f"signal {sig}"
+    elif not reason and status["state"] == FAILED and code:
+        reason = exit_reason(code)
+    return TaskState(task, status["state"], code, reason, job_id, sig)
+
+
+def process_alive(pid: Any) -> bool:
+    """Whether a process with this id exists here (a reused id counts as alive)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
+    """The log of the task's latest submission (logs/local-N.out, slurm-ID.out or
+    slurm-ARRAYID_N.out), None when it was never submitted."""
+    submission = latest_submissions(job).get(task)
+    if submission is None or not job.get("job_dir"):
+        return None
+    logs = Path(job["job_dir"]) / "logs"
+    if submission["executor"] == "local":
+        return logs / f"local-{task}.out"
+    job_id = submission["job_id"]
+    return logs / (f"slurm-{job_id}_{task}.out" if job["array"] else f"slurm-{job_id}.out")
+
+
+def job_state(states: Sequence[TaskState]) -> str:
+    present = {t.state for t in states}
+    for state in _JOB_STATE_ORDER:
+        if state in present:
+            return state
+    return UNKNOWN
+
+
+def job_reason(tasks: Sequence[TaskState], state: str) -> str | None:
+    """One task: its reason. An array: the count of tasks per state, most frequent first,
+    then the reason of the first task in the job's state (`998 COMPLETED, 2 FAILED; task 7:
+    exit code 3`)."""
+    if len(tasks) == 1:
+        return tasks[0].reason
+    counts = ", ".join(f"{n} {s}" for s, n in Counter(t.state for t in tasks).most_common())
+    first = next((t for t in tasks if t.state == state and t.reason), None)
+    return f"{counts}; task {first.task}: {first.reason}" if first else counts
+
+
+def collect_status(run: Run) -> list[JobState]:
+    """Every job of the run with its tasks' states, in run order (see module docstring)."""
+    record = run.read()
+    raw = get_executor(record["executor"]).task_states(run, record)
+    index = CacheIndex(run.dir.parent)
+    result: dict[str, JobState] = {}
+    for name in record["order"]:
+        job = record["jobs"][name]
+        if job["skipped"]:
+            reason = f"cached from {job['cached_from']['run']}/{job['cached_from']['job']}"
+            tasks = [TaskState(i, SKIPPED, reason=reason) for i in range(job["tasks"])]
+        else:
+            failed_needs = [n for n in job["needs"] if result[n].state in FAILURES]
+            canceller = _cancelled_by(record, name)
+            tasks = [_after_failed_needs(_who_cancelled(t, job, canceller), failed_needs)
+                     for t in raw[name]]
+        state = job_state(tasks)
+        if state == COMPLETED:
+            index.remember(record["run_id"], name, job)
+        result[name] = JobState(name=name, kind=job["kind"], state=state, tasks=tuple(tasks),
+                                skipped=job["skipped"], cached_from=job["cached_from"],
+                                job_dir=job["job_dir"], out_dir=job["out_dir"],
+                                reason=job_reason(tasks, state))
+    return [result[name] for name in record["order"]]
+
+
+def _cancelled_by(record: Mapping[str, Any], name: str) -> tuple[str, float] | None:
+    """(user, time) of the latest `jobctl cancel` that named job `name`, if any."""
+    found = [(c["by"], c["at"]) for c in record.get("cancellations", []) if name in c["jobs"]]
+    return found[-1] if found else None
+
+
+def _who_cancelled(task: TaskState, job: Mapping[str, Any],
+                   canceller: tuple[str, float] | None) -> TaskState:
+    """A CANCELLED task that `jobctl cancel` stopped (a cancellation of its job after its
+    latest submission, not explained by a failed need) says who cancelled it."""
+    if task.state != CANCELLED or canceller is None or (
+            task.reason or "").startswith(DEPENDENCY_FAILED):
+        return task
+    submission = latest_submissions(job).get(task.task)
+    if submission is None or submission["submitted"] > canceller[1]:
+        return task
+    return replace(task, reason=f"cancelled by {canceller[0]} (jobctl cancel)")
+
+
+def _after_failed_needs(task: TaskState, failed_needs: Sequence[str]) -> TaskState:
+    """A task that has not run, of a job whose need failed, is CANCELLED by that failure
+    (SLURM cancels a PENDING one within seconds: kill_invalid_depend / --kill-on-invalid-dep).
+    A task that ran (exit code known) or was cancelled for another reason keeps its state."""
+    if not failed_needs or task.exit_code is not None:
+        return task
+    unexplained = task.reason is None or task.reason in (NOT_STARTED, DEPENDENCY_FAILED)
+    if task.state in (UNKNOWN, PENDING) or (task.state == CANCELLED and unexplained):
+        reason = f"{DEPENDENCY_FAILED} ({', '.join(failed_needs)})"
+        return TaskState(task.task, CANCELLED, None, reason, task.job_id)
+    return task

@@ -1,0 +1,395 @@
+"""Submit job.sh files with sbatch and read job states back without accounting (no sacct).
+
+Submission: `sbatch --parsable --kill-on-invalid-dep=yes [--dependency=afterok:ID[:ID...]]
+[--array=LIST] JOB_DIR/job.sh` from the project dir. Only needs submitted in the same call
+become dependencies (cached or already completed needs add none: SLURM treats an unknown id
+as satisfied, so a stale id would be wrong anyway). `--array` is given only for a subset of an
+array's tasks (resubmission of failed indices); otherwise the script's #SBATCH --array holds,
+so a whole array (up to MaxArraySize tasks, throttle `%K` included) is ONE sbatch call.
+Every id is written to run.json right after its sbatch returns, with the resources the
+job.sh asks for. When an sbatch fails, the jobs already queued by the same call are cancelled
+and UsageError carries sbatch's message.
+
+State of a task, first that knows: its own status file when it recorded an end (COMPLETED,
+FAILED, CANCELLED; but SLURM's TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED... name the cause
+of a FAILED or CANCELLED better and win); SLURM's live view (`scontrol -o show job`, which
+forgets finished jobs after MinJobAge); the jobcomp/filetxt log named by JobCompLoc in
+$SLURM_CONF (kept forever); a RUNNING status file (FAILED when it was written on this machine
+by a process that is gone: job.sh was SIGKILLed); else UNKNOWN. Records submitted long
+before our sbatch (ids reused after a cluster reset) are ignored.
+
+A task that did not complete is then checked against slurmstepd's own lines in its log,
+which name causes that SLURM's state may not: `Exceeded job memory limit` (memory enforced
+by jobacct_gather OverMemoryKill: SLURM 22.05 then says FAILED, signal 9) and `oom-kill
+event` (cgroup) -> OUT_OF_MEMORY; `DUE TO TIME LIMIT` -> TIMEOUT; `DUE TO PREEMPTION` ->
+PREEMPTED; `DUE TO NODE FAILURE` -> NODE_FAIL. So a job killed for memory is never COMPLETED.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import UsageError
+from jobs.executors import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    DEPENDENCY_FAILED,
+    FAILED,
+    NOT_STARTED,
+    PENDING,
+    RUNNING,
+    UNKNOWN,
+    Executor,
+    TaskState,
+    ended_state,
+    exit_reason,
+    latest_submissions,
+    process_alive,
+    signal_name,
+    task_log_path,
+)
+from jobs.plan import PROJECT_DIR
+from jobs.state import Run
+
+COMMAND_TIMEOUT = 60
+STALE_SECONDS = 300
+_FIELD = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:]*)=(.*?)(?=\s+[A-Za-z][A-Za-z0-9_/:]*=|\s*$)")
+_ACTIVE_SLURM = {"PENDING": PENDING, "REQUEUED": PENDING, "CONFIGURING": PENDING,
+                 "REQUEUE_HOLD": PENDING, "REQUEUE_FED": PENDING, "RESV_DEL_HOLD": PENDING,
+                 "RUNNING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING,
+                 "STOPPED": RUNNING, "SIGNALING": RUNNING, "RESIZING": RUNNING,
+                 "STAGE_OUT": RUNNING}
+_TERMINAL_STATUS = frozenset({COMPLETED, FAILED, CANCELLED})
+# SLURM knows better than job.sh why it was stopped: a time limit also arrives as SIGTERM,
+# an OOM kill as exit 137.
+_SPECIFIC_ENDS = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE",
+                            "BOOT_FAIL"})
+_END_REASONS = {"TIMEOUT": "time limit", "OUT_OF_MEMORY": "out of memory",
+                "NODE_FAIL": "node failure", "PREEMPTED": "preempted", "DEADLINE": "deadline",
+                "BOOT_FAIL": "node boot failure"}
+# slurmstepd's lines in a job's log that name why it ended (22.05 and later wordings).
+_LOG_CAUSES = (
+    ("OUT_OF_MEMORY", re.compile(r"slurmstepd.*(exceeded (job|step) memory limit|"
+                                 r"oom[-_]kill event)", re.I)),
+    ("TIMEOUT", re.compile(r"slurmstepd.*CANCELLED AT \S+ DUE TO TIME LIMIT")),
+    ("PREEMPTED", re.compile(r"slurmstepd.*CANCELLED AT \S+ DUE TO PREEMPTION")),
+    ("NODE_FAIL", re.compile(r"slurmstepd.*CANCELLED AT \S+ DUE TO NODE FAIL")),
+)
+LOG_TAIL = 64 * 1024
+
+SlurmRecords = tuple[dict[tuple[str, int], dict[str, str]], dict[str, dict[str, str]]]
+
+
+def parse_record(line: str) -> dict[str, str]:
+    """`Key=value Key=value ...` (scontrol -o, jobcomp lines) -> dict; values may be empty."""
+    return {key: value for key, value in _FIELD.findall(line.strip())}
+
+
+def parse_sbatch_id(output: str) -> str:
+    """The job id from `sbatch --parsable` output (`ID` or `ID;CLUSTER`)."""
+    text = output.strip().splitlines()[-1] if output.strip() else ""
+    job_id = text.split(";", 1)[0].strip()
+    if not job_id.isdigit():
+        raise UsageError(f"sbatch printed {output.strip()!r}, not a job id")
+    return job_id
+
+
+def expand_indices(spec: str) -> list[int]:
+    """SLURM array index list `0-3,7,9-11:2%4` -> [0, 1, 2, 3, 7, 9, 11]."""
+    spec = spec.split("%", 1)[0]
+    found: list[int] = []
+    for part in filter(None, spec.split(",")):
+        step = 1
+        if ":" in part:
+            part, step_text = part.split(":", 1)
+            step = int(step_text)
+        first, _, last = part.partition("-")
+        found.extend(range(int(first), int(last or first) + 1, step))
+    return found
+
+
+def compress_indices(indices: Iterable[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> `0-2,5,7-8` (for --array)."""
+    ordered = sorted(set(indices))
+    parts: list[str] = []
+    start = prev = None
+    for index in ordered + [None]:
+        if start is not None and (index is None or index != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if index is not None and start is None:
+            start = index
+        prev = index
+    return ",".join(parts)
+
+
+def index_records(records: Iterable[dict[str, str]]) -> SlurmRecords:
+    """(by (array job id, task), by job id of non-array records) for lookups."""
+    by_task: dict[tuple[str, int], dict[str, str]] = {}
+    by_job: dict[str, dict[str, str]] = {}
+    for record in records:
+        array_id = record.get("ArrayJobId")
+        if array_id and record.get("ArrayTaskId", "N/A") not in ("N/A", ""):
+            for task in expand_indices(record["ArrayTaskId"]):
+                by_task[(array_id, task)] = record
+        elif record.get("JobId"):
+            by_job[record["JobId"]] = record
+    return by_task, by_job
+
+
+def jobcomp_path(conf: Path | None = None) -> Path | None:
+    """JobCompLoc from slurm.conf when JobCompType is jobcomp/filetxt, else None."""
+    conf = conf or Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    try:
+        lines = conf.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    settings = {}
+    for line in lines:
+        key, sep, value = line.split("#", 1)[0].strip().partition("=")
+        if sep:
+            settings[key.strip().lower()] = value.strip()
+    if settings.get("jobcomptype") != "jobcomp/filetxt" or not settings.get("jobcomploc"):
+        return None
+    return Path(settings["jobcomploc"])
+
+
+def _epoch(text: str | None) -> float | None:
+    try:
+        return datetime.strptime(text or "", "%Y-%m-%dT%H:%M:%S").timestamp()
+    except ValueError:
+        return None
+
+
+def slurm_task_state(record: Mapping[str, str], task: int, job_id: str) -> TaskState:
+    """TaskState from a scontrol/jobcomp record. A job that never started (no node) has no
+    exit code; `ExitCode=N:S` gives N, and signal S (`signal 9 (SIGKILL)`) when S > 0;
+    TIMEOUT, OUT_OF_MEMORY, NODE_FAIL... say so ("time limit", "out of memory", ...)."""
+    raw = record.get("JobState", UNKNOWN).split()[0].rstrip("+")
+    state = _ACTIVE_SLURM.get(raw, raw)
+    started = record.get("NodeList", "") not in ("", "(null)", "None assigned")
+    code, signal_no = None, 0
+    exit_text = record.get("ExitCode", "")
+    if started and state not in (PENDING, RUNNING) and re.fullmatch(r"\d+:\d+", exit_text):
+        code, signal_no = (int(x) for x in exit_text.split(":"))
+    reason = _reason(state, record.get("Reason", ""))
+    sig = signal_name(signal_no) if signal_no else None
+    if sig:
+        reason = f"signal {signal_no} (SIG{sig})"
+    elif state == FAILED and code:
+        reason = exit_reason(code)
+    elif state == CANCELLED and not started and reason is None:
+        reason = NOT_STARTED
+    reason = _END_REASONS.get(state, reason)
+    return TaskState(task, state, code, reason, job_id, sig)
+
+
+def _reason(state: str, raw: str) -> str | None:
+    """SLURM's Reason field, kept only where it still explains the state: why a job waits,
+    or that its dependency can never be satisfied."""
+    if raw == "DependencyNeverSatisfied":
+        return DEPENDENCY_FAILED
+    if state != PENDING or raw in ("", "None"):
+        return None
+    return "waiting for needs" if raw == "Dependency" else raw
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+
+    def submit(self, run: Run, selection: Mapping[str, Sequence[int]]) -> bool:
+        record = run.read()
+        new_ids: dict[str, str] = {}
+        try:
+            for name, tasks in selection.items():
+                job = record["jobs"][name]
+                deps = [new_ids[n] for n in job["needs"] if n in new_ids]
+                argv = self.sbatch_argv(job, tasks, deps)
+                new_ids[name] = _sbatch(argv)
+                submission = {"executor": self.name, "job_id": new_ids[name],
+                              "tasks": list(tasks), "dependency": deps, "argv": argv,
+                              "submitted": time.time(), "resources": job["spec"]["resources"]}
+                run.update(lambda r, n=name, s=submission: r["jobs"][n]["submissions"].append(s))
+        except UsageError:
+            if new_ids:
+                _scancel(list(new_ids.values()))
+            raise
+        return bool(new_ids)
+
+    @staticmethod
+    def sbatch_argv(job: Mapping[str, Any], tasks: Sequence[int], deps: Sequence[str]) -> list[str]:
+        argv = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
+        if deps:
+            argv.append("--dependency=afterok:" + ":".join(deps))
+        if job["array"] and sorted(tasks) != list(range(job["tasks"])):
+            throttle = job["spec"].get("throttle")
+            argv.append(f"--array={compress_indices(tasks)}" + (f"%{throttle}" if throttle else ""))
+        return [*argv, str(Path(job["job_dir"]) / "job.sh")]
+
+    def task_states(self, run: Run, record: Mapping[str, Any]) -> dict[str, list[TaskState]]:
+        live = index_records(_scontrol_records())
+        done = index_records(_jobcomp_records())
+        states: dict[str, list[TaskState]] = {}
+        for name in record["order"]:
+            job = record["jobs"][name]
+            if job["skipped"]:
+                continue
+            latest = latest_submissions(job)
+            states[name] = [self._task_state(run, record, name, task, latest.get(task),
+                                             (live, done)) for task in range(job["tasks"])]
+        return states
+
+    @staticmethod
+    def _task_state(run: Run, record: Mapping[str, Any], name: str, task: int,
+                    submission: Mapping[str, Any] | None,
+                    sources: tuple[SlurmRecords, SlurmRecords]) -> TaskState:
+        if submission is None:
+            return TaskState(task, UNKNOWN, reason="never submitted")
+        job = record["jobs"][name]
+        sub_id = submission["job_id"]
+        job_id = f"{sub_id}_{task}" if job["array"] else sub_id
+        status = run.task_status(record, name, task)
+        slurm = None
+        for by_task, by_job in sources:
+            found = by_task.get((sub_id, task)) or by_job.get(sub_id)
+            if found and not _stale(found, submission):
+                slurm = slurm_task_state(found, task, job_id)
+                break
+        state = _merged_state(task, job_id, status, slurm)
+        if state.state in (FAILED, CANCELLED) and state.reason != NOT_STARTED:
+            state = _cause_from_log(state, task_log_path(job, task))
+        return _with_limits(state, submission.get("resources") or job["spec"]["resources"])
+
+    def cancel(self, run: Run, record: Mapping[str, Any], jobs: Sequence[str]) -> list[str]:
+        """scancel the latest submission of each job that still has PENDING/RUNNING tasks."""
+        states = self.task_states(run, record)
+        ids: list[str] = []
+        for name in jobs:
+            latest = latest_submissions(record["jobs"][name])
+            for state in states.get(name, []):
+                job_id = latest[state.task]["job_id"] if state.task in latest else None
+                if state.state in ACTIVE and job_id and job_id not in ids:
+                    ids.append(job_id)
+        if ids:
+            _scancel(ids)
+        return ids
+
+
+def _merged_state(task: int, job_id: str, status: Mapping[str, Any] | None,
+                  slurm: TaskState | None) -> TaskState:
+    """The status file's end, SLURM's view, or the status file's RUNNING, as the module
+    docstring orders them."""
+    if status and status["state"] in _TERMINAL_STATUS:
+        own = ended_state(status, task, job_id)
+        if own.state != COMPLETED and slurm and slurm.state in _SPECIFIC_ENDS:
+            return replace(slurm, exit_code=own.exit_code, signal=slurm.signal or own.signal)
+        return own
+    if slurm:
+        return slurm
+    if status and status["state"] == RUNNING:
+        if status.get("host") == socket.gethostname() and not process_alive(status.get("pid")):
+            return TaskState(task, FAILED, None, "killed (SIGKILL?) before job.sh could record "
+                             "its end", job_id)
+        return TaskState(task, RUNNING, None, "SLURM has no record; per its status file",
+                         job_id)
+    return TaskState(task, UNKNOWN, None, "no record in SLURM, jobcomp or status files",
+                     job_id)
+
+
+def log_cause(text: str) -> str | None:
+    """The SLURM state that slurmstepd's lines in a job log name (see module docstring)."""
+    for state, pattern in _LOG_CAUSES:
+        if pattern.search(text):
+            return state
+    return None
+
+
+def _cause_from_log(state: TaskState, log: Path | None) -> TaskState:
+    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it."""
+    if log is None:
+        return state
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - LOG_TAIL))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return state
+    cause = log_cause(text)
+    if cause is None:
+        return state
+    return replace(state, state=cause, reason=_END_REASONS[cause])
+
+
+def _with_limits(state: TaskState, resources: Mapping[str, Any]) -> TaskState:
+    """"out of memory" and "time limit" name the limit the task ran with."""
+    if state.state == "OUT_OF_MEMORY":
+        return replace(state, reason=f"out of memory (--mem={resources['mem']})")
+    if state.state == "TIMEOUT":
+        return replace(state, reason=f"time limit ({resources['time']})")
+    return state
+
+
+def _stale(found: Mapping[str, str], submission: Mapping[str, Any]) -> bool:
+    submitted = _epoch(found.get("SubmitTime"))
+    return submitted is not None and submitted < submission["submitted"] - STALE_SECONDS
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                              check=False, cwd=PROJECT_DIR)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{argv[0]} not found: SLURM's client commands are not installed "
+                         "(use `jobctl run` to execute locally)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise UsageError(f"{argv[0]} did not answer within {COMMAND_TIMEOUT}s") from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sbatch(argv: list[str]) -> str:
+    result = _run(argv)
+    if result.returncode != 0:
+        raise UsageError(f"sbatch failed for {argv[-1]}: "
+                         f"{_one_line(result.stderr or result.stdout)}")
+    return parse_sbatch_id(result.stdout)
+
+
+def _scancel(ids: Sequence[str]) -> None:
+    result = _run(["scancel", *ids])
+    if result.returncode != 0:
+        raise UsageError(f"scancel {' '.join(ids)} failed: {_one_line(result.stderr)}")
+
+
+def _scontrol_records() -> list[dict[str, str]]:
+    """All jobs the controller still knows; [] when it cannot be asked."""
+    try:
+        result = _run(["scontrol", "-o", "show", "job"])
+    except UsageError:
+        return []
+    if result.returncode != 0:
+        return []
+    return [parse_record(line) for line in result.stdout.splitlines() if "JobId=" in line]
+
+
+def _jobcomp_records() -> list[dict[str, str]]:
+    path = jobcomp_path()
+    if path is None:
+        return []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [parse_record(line) for line in text.splitlines() if "JobId=" in line]

@@ -1,0 +1,261 @@
+"""Kind registry: the contract between jobctl and lyricgen.
+
+For each job kind: its params schema (types, defaults, ranges, enums), default resources,
+and named outputs (paths relative to the job's `out/` directory, which a later job can use as
+`{{ needs.JOB.outputs.NAME }}`). A kind is listed here only once `python -m lyricgen KIND`
+implements it; asking for any other kind is a clear error, never a stub.
+
+Param types: "str", "int", "float", "bool", "path" (made absolute against the submit-time
+working directory; its file contents feed the cache key unless `writes=True`), "str_list",
+"float_list", "int_list", "dict". `required=True` params have no default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    type: str
+    default: Any = _NO_DEFAULT
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False  # None (YAML null) allowed
+    writes: bool = False  # a "path" the job writes, not reads: never hashed into the cache key
+
+    @property
+    def required(self) -> bool:
+        return self.default is _NO_DEFAULT
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    summary: str
+    params: dict[str, Param]
+    outputs: dict[str, str]
+    resources: dict[str, Any] = field(default_factory=dict)
+    gpu_capable: bool = False
+    # An int param that splits the job into that many identical array tasks (each task reads
+    # its index from SLURM_ARRAY_TASK_ID); None: the kind is not shardable.
+    shards_param: str | None = None
+    # The kind runs under torchrun (torch.distributed env: RANK, WORLD_SIZE...), so its jobs
+    # may ask for resources.processes_per_node > 1 and nodes > 1 (jobs.runtime launches it).
+    distributed: bool = False
+
+    def job_level_output(self, output: str) -> bool:
+        """An output that names the job's whole out/ dir ("."), valid for array jobs too."""
+        return self.outputs.get(output) == "."
+
+
+def _p(type_: str, default: Any = _NO_DEFAULT, help: str = "", **kw: Any) -> Param:
+    return Param(type_, default, help, **kw)
+
+
+SCRAPE = Kind(
+    name="scrape",
+    summary="Download lyrics from Genius (lyricsgenius) or import local files into songs.jsonl",
+    params={
+        "source": _p("str", "genius", "genius: the Genius API; files: a local directory",
+                     choices=("genius", "files")),
+        "artists": _p("str_list", [], "artist names to search on Genius"),
+        "max_songs": _p("int", 20, "songs per artist (those already in songs.jsonl count)",
+                        min=1, max=10000),
+        "sort": _p("str", "popularity", "Genius song order", choices=("popularity", "title")),
+        "token_env": _p("str", "GENIUS_ACCESS_TOKEN",
+                        "upper-case NAME of the environment variable holding the token "
+                        "(never the token)"),
+        "path": _p("path", None, "source: files: directory of .txt or lyricsgenius .json files",
+                   nullable=True),
+        "max_retries": _p("int", 6, "retries per request on 429/5xx/timeouts/connection "
+                          "errors, and per throttled (empty) lyrics page", min=0, max=50),
+        "backoff_seconds": _p("float", 2.0, "first backoff delay, doubled per retry", min=0),
+        "sleep_seconds": _p("float", 0.5, "pause between requests (politeness)", min=0),
+        "timeout_seconds": _p("float", 15.0, "HTTP timeout", min=0.1),
+    },
+    outputs={"songs": "songs.jsonl", "report": "scrape_report.json"},
+    resources={"cpus": 1, "mem": "2G", "time": "02:00:00"},
+)
+
+CLEAN = Kind(
+    name="clean",
+    summary="Clean, deduplicate, split and describe a lyrics corpus",
+    params={
+        "input": _p("path", help="songs.jsonl from scrape, a .txt corpus with <|fin|> markers, "
+                                 "or a directory of .txt songs"),
+        "outputs": _p("path", None, "optional directory the clean files are also exported to",
+                      nullable=True, writes=True),
+        "valid_fraction": _p("float", 0.05, "share of songs in the valid split", min=0, max=0.5),
+        "test_fraction": _p("float", 0.05, "share of songs in the test split", min=0, max=0.5),
+        "min_lines": _p("int", 2, "drop songs with fewer lines", min=1),
+        "marker": _p("str", "<|fin|>", "end-of-song marker line"),
+        "seed": _p("int", 42, "split seed"),
+    },
+    outputs={
+        "corpus": "corpus.txt",
+        "train": "train.txt",
+        "valid": "valid.txt",
+        "test": "test.txt",
+        "jsonl": "train_lyrics.jsonl",
+        "valid_jsonl": "valid_lyrics.jsonl",
+        "stats": "stats.json",
+        "test_jsonl": "test_lyrics.jsonl",
+        "report": "cleaning_report.json",
+    },
+    resources={"cpus": 1, "mem": "2G", "time": "00:30:00"},
+)
+
+GENERATE_GRID = Kind(
+    name="generate-grid",
+    summary="Sample prompts x temperatures x samples from a trained model, with text metrics "
+            "and an HTML report (shards > 1: an array job, merged by the `report` kind)",
+    params={
+        "model": _p("path", help="train-rnn out dir, its checkpoint/ dir or a .pt file; or a "
+                                 "LLaMA dir (merged model, or one with adapter_config.json)"),
+        "prompts": _p("str_list", help="prompts (rows of the grid)"),
+        "temperatures": _p("float_list", [0.5, 0.8, 1.1],
+                           "sampling temperatures (columns of the grid); 0 = greedy", min=0),
+        "top_p": _p("float", None, "nucleus sampling mass in (0, 1]; null: off", nullable=True,
+                    min=0, max=1),
+        "top_k": _p("int", None, "keep the k most likely tokens; null or 0: off", nullable=True,
+                    min=0),
+        "max_tokens": _p("int", 200, "tokens generated per cell", min=1, max=100000),
+        "samples": _p("int", 2, "samples per prompt and temperature", min=1, max=1000),
+        "seed": _p("int", 42, "batch b of the fixed batches is sampled with seed + b"),
+        "shards": _p("int", 1, "array tasks sharing the batches (jobctl makes one task each)",
+                     min=1, max=1000),
+        "batch_size": _p("int", 64, "max rows per batched generate call", min=1, max=4096),
+        "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),
+    },
+    outputs={"grid": "grid.json", "report": "report.html", "plot": "metrics_by_temperature.png",
+             "dir": "."},
+    resources={"cpus": 2, "mem": "8G", "time": "01:00:00"},
+    shards_param="shards",
+    gpu_capable=True,
+)
+
+REPORT = Kind(
+    name="report",
+    summary="Merge a generate-grid job's shards into one grid.json and HTML report",
+    params={
+        "grid": _p("path", help="a generate-grid out dir (`{{ needs.JOB.outputs.dir }}`) "
+                                "or its grid.json"),
+    },
+    outputs={"grid": "grid.json", "report": "report.html", "plot": "metrics_by_temperature.png"},
+    resources={"cpus": 1, "mem": "2G", "time": "00:15:00"},
+)
+
+TRAIN_RNN = Kind(
+    name="train-rnn",
+    summary="Train a char- or word-level RNN/LSTM/GRU language model (truncated BPTT); the "
+            "defaults are the recommended char-level recipe",
+    params={
+        "data": _p("path", help="training text: songs separated by a blank line + marker line"),
+        "valid_data": _p("path", None, "validation text (same format); null: no validation",
+                         nullable=True),
+        "arch": _p("str", "lstm", "recurrent cell", choices=("rnn", "lstm", "gru")),
+        "level": _p("str", "char", "token level", choices=("char", "word")),
+        "epochs": _p("int", 30, "passes over the data (each token once per pass)", min=1),
+        "hidden_size": _p("int", 768, "recurrent state size", min=1),
+        "embedding_dim": _p("int", 64, "token embedding size", min=1),
+        "num_layers": _p("int", 1, "stacked recurrent layers", min=1, max=16),
+        "dropout": _p("float", 0.1, "dropout on embeddings, between layers and on outputs",
+                      min=0, max=0.95),
+        "tie_weights": _p("bool", False, "share embedding and output weights (a projection is "
+                                         "added when hidden_size != embedding_dim)"),
+        "lr": _p("float", 3e-3, "peak AdamW learning rate", min=0),
+        "lr_schedule": _p("str", "cosine", "decay after warmup; follows the wall clock when "
+                                           "max_minutes is set",
+                          choices=("cosine", "linear", "constant")),
+        "warmup_steps": _p("int", 100, "linear warmup steps", min=0),
+        "min_lr_ratio": _p("float", 0.02, "final learning rate as a fraction of lr", min=0,
+                           max=1),
+        "weight_decay": _p("float", 0.01, "AdamW decoupled weight decay (matrices only)", min=0),
+        "grad_clip": _p("float", 1.0, "max global gradient norm; 0: no clipping", min=0),
+        "batch_size": _p("int", 64, "parallel contiguous streams", min=1),
+        "seq_len": _p("int", 128, "truncated BPTT window (tokens)", min=1),
+        "min_count": _p("int", 2, "word level: rarer words become <unk>", min=1),
+        "lowercase": _p("bool", False, "lowercase the text (bpc then describes lowercased text)"),
+        "marker": _p("str", "<|fin|>", "end-of-song marker line (one token at word level)"),
+        "max_minutes": _p("float", None, "wall-clock budget; the LR schedule follows it",
+                          nullable=True, min=0),
+        "max_steps": _p("int", None, "stop (pause) after this many optimizer steps",
+                        nullable=True, min=1),
+        "patience": _p("int", 5, "validations without a new best before stopping; 0: never",
+                       min=0),
+        "eval_every": _p("int", 0, "also validate every N steps; 0: once per epoch", min=0),
+        "checkpoint_every": _p("int", 500, "write checkpoint/last.pt every N steps; 0: only at "
+                                           "validations", min=0),
+        "log_every": _p("int", 50, "metrics.csv row every N steps", min=1),
+        "seed": _p("int", 42, "seed for initialisation and dropout"),
+        "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),
+        "precision": _p("str", "auto", "auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU",
+                        choices=("auto", "fp32", "bf16", "fp16")),
+    },
+    outputs={"checkpoint": "checkpoint", "metrics": "metrics.json"},
+    resources={"cpus": 4, "mem": "8G", "time": "04:00:00"},
+    gpu_capable=True,
+)
+
+FINETUNE_LLAMA = Kind(
+    name="finetune-llama",
+    summary="LoRA / QLoRA fine-tuning of a local LLaMA model on the clean step's songs "
+            "(4-bit NF4 on CUDA by default; torchrun for several GPUs)",
+    params={
+        "model_path": _p("path", help="LOCAL base model directory (config.json, weights, "
+                                      "tokenizer), e.g. models/Meta-Llama-3-8B; never a Hub id"),
+        "data_path": _p("path", help="train_lyrics.jsonl from clean (one song per line, "
+                                     "key text)"),
+        "valid_path": _p("path", None, "valid_lyrics.jsonl for eval loss / perplexity",
+                         nullable=True),
+        "epochs": _p("int", 1, "passes over the train data (unless max_steps)", min=1),
+        "max_steps": _p("int", None, "optimizer steps; null: epochs decide", nullable=True,
+                        min=1),
+        "batch_size": _p("int", 4, "examples per micro-batch per process", min=1),
+        "grad_accum": _p("int", 4, "micro-batches per optimizer step", min=1),
+        "block_size": _p("int", 512, "tokens per example", min=2),
+        "lr": _p("float", 2.0e-4, "peak AdamW learning rate (linear warmup and decay)", min=0),
+        "warmup_steps": _p("int", 0, "linear warmup steps", min=0),
+        "max_grad_norm": _p("float", 1.0, "gradient clipping norm", min=0),
+        "dropout": _p("float", 0.05, "LoRA dropout", min=0, max=0.99),
+        "lora_r": _p("int", 16, "LoRA rank", min=1),
+        "lora_alpha": _p("int", 32, "LoRA alpha (scale alpha / r)", min=1),
+        "target_modules": _p("str_list", ["all-linear"],
+                             "modules that get LoRA; [all-linear]: every linear but lm_head"),
+        "packing": _p("bool", True, "concatenate songs into full blocks (false: one song per "
+                                    "example, padded)"),
+        "load_in_4bit": _p("bool", None, "NF4 4-bit base (QLoRA); null: on CUDA yes, CPU no",
+                           nullable=True),
+        "dtype": _p("str", "auto", "compute / unquantized weights dtype; auto: bf16 on CUDA "
+                                   "(fp16 without bf16 support), fp32 on CPU",
+                    choices=("auto", "float32", "bfloat16", "float16")),
+        "eval_every": _p("int", 100, "valid loss every N optimizer steps (and at the end)",
+                         min=1),
+        "save_every": _p("int", 100, "checkpoint every N optimizer steps (and at the end)",
+                         min=1),
+        "keep_checkpoints": _p("int", 2, "newest checkpoints kept", min=1),
+        "gradient_checkpointing": _p("bool", True, "recompute activations (less memory)"),
+        "seed": _p("int", 42, "LoRA init, data order and dropout seed", min=0),
+        "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),
+        "merge": _p("bool", False, "also write full merged weights to merged/"),
+    },
+    outputs={"adapter": "adapter", "merged": "merged"},
+    resources={"gpus": 1, "cpus": 8, "mem": "32G", "time": "12:00:00"},
+    gpu_capable=True,
+    distributed=True,
+)
+
+KINDS: dict[str, Kind] = {k.name: k for k in (SCRAPE, CLEAN, GENERATE_GRID, REPORT, TRAIN_RNN,
+                                                FINETUNE_LLAMA)}
+
+
+def get_kind(name: str) -> Kind:
+    """The registered kind; KeyError for unknown names (callers turn it into an InputError
+    with a did-you-mean hint)."""
+    return KINDS[name]

@@ -1,0 +1,155 @@
+"""Render a job's bash script (templates/sbatch.sh.j2) from its spec and profile.
+
+`render_script` is a pure function: no clock, no environment, no I/O besides reading the
+template, so the same spec always gives the same text (golden files in tests/golden/). The
+script works under `sbatch` and under plain `bash job.sh` (the local executor sets
+SLURM_ARRAY_TASK_ID for array tasks). It runs
+`<runtime argv> -m lyricgen KIND --config JOB_DIR/config.json --task $TASK` from the project
+dir, with TASK = $SLURM_ARRAY_TASK_ID (default 0) for arrays and 0 for single jobs.
+Parameter values never appear in the script: they live only in config.json.
+
+Before submitting, the caller must create `JOB_DIR/logs/` (SLURM opens
+`logs/slurm-%j.out`, or `logs/slurm-%A_%a.out` for arrays, before the script starts) and
+write `JOB_DIR/config.json`.
+
+Status file (the script's own record, which outlives SLURM's memory of the job):
+`JOB_DIR/status/<TASK>.json`, replaced atomically (temp file + mv) at start and at exit.
+One JSON object, always with exactly these keys:
+
+    {"schema": 1, "task": 0, "state": "RUNNING", "exit_code": null, "signal": null,
+     "host": "node01", "slurm_job_id": 1234, "slurm_array_job_id": null, "pid": 4242,
+     "started": 1700000000, "finished": null}
+
+- state: RUNNING (written at start), COMPLETED (exit 0), FAILED (any other exit, including
+  failures before lyricgen starts and a child killed by the kernel, e.g. 137 for OOM), or
+  CANCELLED (the script got SIGTERM, SIGINT or SIGUSR1: it sends SIGTERM to lyricgen, waits
+  for it, and exits 128+signal number).
+- exit_code: the script's exit status (lyricgen's, or 128+N when cancelled); null while
+  RUNNING. signal: "TERM", "INT" or "USR1" when CANCELLED, else null.
+- host: $HOSTNAME when it matches [A-Za-z0-9._-]+, else null. slurm_job_id /
+  slurm_array_job_id: integers from $SLURM_JOB_ID / $SLURM_ARRAY_JOB_ID, null when unset
+  (local runs). pid: the script's process id. started / finished: integer Unix seconds;
+  finished is null while RUNNING.
+A script killed with SIGKILL (scancel after KillWait, node failure) leaves state RUNNING:
+the executor must then trust SLURM or notice the process is gone.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+from pathlib import Path
+
+import jinja2
+
+from jobs.runtime import ENV_NAME, cache_env, container_env_names, lyricgen_argv
+from jobs.spec import SAFE_NAME, JobSpec, Profile
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATE = "sbatch.sh.j2"
+STATUS_SCHEMA = 1
+# Options the renderer sets itself; a profile or job `extra` may not override them.
+RESERVED_SBATCH = frozenset({
+    "job-name", "output", "error", "cpus-per-task", "mem", "time", "nodes", "partition",
+    "gres", "array", "chdir", "export", "dependency", "parsable", "wrap",
+})
+SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
+# #SBATCH lines are not shell-parsed: values must be single plain words.
+SBATCH_VALUE = re.compile(r"^[A-Za-z0-9_.,:+=/@%-]+$")
+_JOB_DIR_UNSAFE = re.compile(r"[\s%\"'\\#]")
+
+
+def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir: Path) -> str:
+    """The job script for `job` under `profile`; `job_dir` (runs/RUN/JOB) and `project_dir`
+    (the checkout, the script's working directory) must be absolute.
+
+    Raises ValueError with a one-line message for values that cannot be rendered safely:
+    a job_dir with whitespace, '%', quotes, '\\' or '#' (it appears on #SBATCH lines), a bad
+    job name, env name, sbatch option or bind path, or a reserved sbatch option.
+    """
+    _check_paths(job_dir, project_dir)
+    if not SAFE_NAME.match(job.name):
+        raise ValueError(f"job name {job.name!r} must match {SAFE_NAME.pattern}")
+    env = {**cache_env(profile), **profile.env}
+    for name in env:
+        if not ENV_NAME.match(name):
+            raise ValueError(f"profile {profile.name}: env: {name!r} is not a valid "
+                             "environment variable name")
+    return _environment().get_template(TEMPLATE).render(
+        job=job,
+        job_dir=str(job_dir),
+        project_dir=str(project_dir),
+        log=str(job_dir / "logs" / ("slurm-%A_%a.out" if job.array else "slurm-%j.out")),
+        sbatch=sbatch_options(job, profile),
+        env=env,
+        container_env=container_env_names(profile),
+        modules=profile.modules,
+        argv=lyricgen_argv(job, profile, project_dir, job_dir),
+        status_schema=STATUS_SCHEMA,
+    )
+
+
+def sbatch_options(job: JobSpec, profile: Profile) -> list[tuple[str, str]]:
+    """(option, value) pairs for the #SBATCH lines other than name and logs: resources,
+    partition (job's, else profile's), gres, array, then profile.sbatch updated by
+    job.resources.extra. Raises ValueError for reserved or unsafe options."""
+    res = job.resources
+    options = [("cpus-per-task", str(res.cpus)), ("mem", res.mem), ("time", res.time),
+               ("nodes", str(res.nodes))]
+    partition = res.partition or profile.partition
+    if partition:
+        options.append(("partition", partition))
+    if res.gpus > 0:
+        options.append(("gres", f"{profile.gpu_gres}:{res.gpus}"))
+    if job.array:
+        throttle = f"%{job.throttle}" if job.throttle else ""
+        options.append(("array", f"0-{len(job.tasks) - 1}{throttle}"))
+    free = {**profile.sbatch, **res.extra}
+    for key in free:
+        if key in RESERVED_SBATCH:
+            raise ValueError(f"job {job.name}: sbatch option {key!r} is set by jobctl itself; "
+                             "use resources or the profile's fields instead")
+        if not SBATCH_KEY.match(key):
+            raise ValueError(f"job {job.name}: {key!r} is not an sbatch long option name")
+    options += [(key, str(value)) for key, value in free.items()]
+    for key, value in options:
+        if not SBATCH_VALUE.match(value):
+            raise ValueError(f"job {job.name}: sbatch option {key}={value!r} must be one word "
+                             f"matching {SBATCH_VALUE.pattern}")
+    return options
+
+
+def _check_paths(job_dir: Path, project_dir: Path) -> None:
+    for label, path in (("job_dir", job_dir), ("project_dir", project_dir)):
+        if not Path(path).is_absolute():
+            raise ValueError(f"{label} must be absolute, got {str(path)!r}")
+    if _JOB_DIR_UNSAFE.search(str(job_dir)):
+        raise ValueError(f"job directory {str(job_dir)!r} cannot appear on #SBATCH lines: "
+                         "it must not contain whitespace, '%', quotes, '\\' or '#' "
+                         "(choose another runs_dir)")
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = shlex.quote
+    env.filters["sc2016"] = _sc2016_directive
+    return env
+
+
+def _sc2016_directive(value: str | list[str]) -> str:
+    """A shellcheck directive line when a value (or any of a list) holds `$` or a backtick,
+    else "". Put before a command that single-quotes such a value on purpose: shellcheck
+    would flag it (SC2016, "expressions don't expand in single quotes")."""
+    values = [value] if isinstance(value, str) else value
+    if any("$" in item or "`" in item for item in values):
+        return "# shellcheck disable=SC2016  # single-quoted on purpose: a literal value\n"
+    return ""

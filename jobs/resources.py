@@ -1,0 +1,135 @@
+"""Check a manifest's `resources:` block and free-form sbatch options.
+
+`parse_resources` merges Resources() defaults < the kind's resources < the manifest's, then
+checks every field: gpus int >= 0; cpus, nodes and processes_per_node int >= 1; mem a size
+with a unit (512M, 16G, 1T); time in a SLURM form (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
+D-HH:MM:SS) or an int of minutes; partition one name or a comma-separated list.
+
+Distributed launch (see jobs.runtime): only a kind with `distributed=True` may ask for
+nodes > 1 or processes_per_node > 1. For such a kind processes_per_node defaults to gpus (one
+process per GPU) or 1 without GPUs; with GPUs it must equal gpus (DDP puts local rank r on
+GPU r: fewer processes leave GPUs idle, more crash), and it may not exceed cpus (the CPUs of
+a node, shared by its processes).
+
+`sbatch_options` checks `resources.extra` and a profile's `sbatch:` mapping: long option
+names (`account`, `qos`, `constraint`...) with string or integer values on one line. Options
+that jobctl sets itself (job-name, output, array, dependency, ...) are refused, and so are
+the ones with a dedicated resources key (mem, time, gres...), with a hint to use that key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from jobs.kinds import KINDS, Kind
+from jobs.spec import Resources
+from jobs.validate import Where, clean_string, describe, integer, known_keys, mapping
+from jobs.yamlsafe import LineDict
+
+_MEM = re.compile(r"[1-9][0-9]*[KMGT]", re.I)
+_TIME = re.compile(r"""[0-9]+(?::[0-5]?[0-9]){0,2}        # MM, MM:SS, HH:MM:SS
+                       |[0-9]+-[0-9]{1,2}(?::[0-5]?[0-9]){0,2}  # D-HH, D-HH:MM, D-HH:MM:SS""",
+                   re.X)
+PARTITION = re.compile(r"[A-Za-z0-9_.-]+(?:,[A-Za-z0-9_.-]+)*")
+_OPTION = re.compile(r"[a-z][a-z0-9-]*")
+CONTROLLED_OPTIONS = frozenset({
+    "job-name", "output", "error", "input", "array", "dependency", "parsable", "wrap", "chdir",
+    "export", "wait", "test-only", "open-mode", "kill-on-invalid-dep",
+})
+_RESOURCE_OPTIONS = {
+    "gres": "gpus", "gpus": "gpus", "gpus-per-node": "gpus", "cpus-per-task": "cpus",
+    "mem": "mem", "mem-per-cpu": "mem", "time": "time", "nodes": "nodes",
+    "partition": "partition", "ntasks": "processes_per_node",
+    "ntasks-per-node": "processes_per_node",
+}
+_KEYS = ("gpus", "cpus", "mem", "time", "nodes", "partition", "extra", "processes_per_node")
+_COUNTS = ("gpus", "cpus", "nodes", "processes_per_node")
+_PROCESSES = "processes_per_node"
+
+
+def parse_resources(data: Any, kind: Kind, where: Where, line: int) -> Resources:
+    """Resources from the kind's defaults overridden by the manifest's `resources:` (at
+    `line`), with processes_per_node resolved and the distributed-launch rules checked."""
+    given = LineDict(line) if data is None else mapping(data, where, line)
+    known_keys(given, _KEYS, where)
+    checked = {key: _check(key, value, where.at(key), given.line_of(key))
+               for key, value in given.items()}
+    merged = dataclasses.replace(Resources(), **{**kind.resources, **checked})
+    if _PROCESSES not in checked and _PROCESSES not in kind.resources and kind.distributed:
+        merged = dataclasses.replace(merged, processes_per_node=max(merged.gpus, 1))
+    problem = _launch_problem(merged, kind, "gpus" in given)
+    if problem:
+        key, message = problem
+        raise where.at(key).error(given.line_of(key), message)
+    return merged
+
+
+def _launch_problem(res: Resources, kind: Kind, gpus_given: bool) -> tuple[str, str] | None:
+    """(key, message) of the first distributed-launch rule `res` breaks, else None."""
+    if not kind.distributed:
+        for key, count in (("nodes", res.nodes), (_PROCESSES, res.processes_per_node)):
+            if count > 1:
+                return key, (f"kind {kind.name} runs as one process, so {key} must be 1; only "
+                             f"kinds launched with torchrun can use more ({_distributed_kinds()})")
+    elif res.gpus and res.processes_per_node != res.gpus:
+        origin = "" if gpus_given else f" (kind {kind.name}'s default)"
+        return _PROCESSES, (f"with gpus: {res.gpus}{origin} a node runs one process per GPU: "
+                            f"leave processes_per_node out or set it to {res.gpus}, or set "
+                            f"gpus: 0 for CPU processes; got {res.processes_per_node}")
+    if res.processes_per_node > res.cpus:
+        return _PROCESSES, (f"{res.processes_per_node} processes per node need at least as "
+                            f"many cpus (the CPUs of one node, shared by its processes), "
+                            f"got cpus: {res.cpus}")
+    return None
+
+
+def _distributed_kinds() -> str:
+    return ", ".join(name for name, kind in KINDS.items() if kind.distributed)
+
+
+def _check(key: str, value: Any, where: Where, line: int) -> Any:
+    if key in _COUNTS:
+        return integer(value, where, line, 0 if key == "gpus" else 1)
+    if key == "mem":
+        if isinstance(value, str) and _MEM.fullmatch(value):
+            return value.upper()
+        raise where.error(line, f"expected a size with a unit like 512M, 16G or 1T, "
+                                f"got {describe(value)}")
+    if key == "time":
+        return _time(value, where, line)
+    if key == "partition":
+        return clean_string(value, where, line, PARTITION, "a partition name")
+    return sbatch_options(value, where, line)
+
+
+def _time(value: Any, where: Where, line: int) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
+        raise where.error(line, "expected a time limit like 30 (minutes), 04:00:00 or "
+                                f"2-00:00:00, got {describe(value)}")
+    if not any(c not in "0:-" for c in value):
+        raise where.error(line, "the time limit must be more than zero")
+    return value
+
+
+def sbatch_options(data: Any, where: Where, line: int) -> dict[str, str]:
+    """Checked free-form sbatch long options: name -> value as a string."""
+    given: LineDict = mapping(data, where, line, "a mapping of sbatch options")
+    options: dict[str, str] = {}
+    for key, value in given.items():
+        at, key_line = where.at(key), given.line_of(key)
+        if not _OPTION.fullmatch(key):
+            raise at.error(key_line, "expected a long sbatch option name like 'account' "
+                                     "(lowercase letters, digits, dashes)")
+        if key in CONTROLLED_OPTIONS:
+            raise at.error(key_line, f"jobctl sets --{key} itself; remove it")
+        if key in _RESOURCE_OPTIONS:
+            raise at.error(key_line, f"use resources.{_RESOURCE_OPTIONS[key]} instead of "
+                                     f"--{key}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        options[key] = clean_string(value, at, key_line, what="a string or an integer")
+    return options

@@ -1,0 +1,192 @@
+"""The command line that runs Python for a job: on the host or inside an Apptainer image,
+as one process or under torchrun.
+
+This module is the ONE place where a job's command line is built (`runtime_argv`,
+`lyricgen_argv`); `jobs.render` only quotes and joins what it returns.
+
+Distributed launch (kinds with `distributed=True`, world size nodes * processes_per_node > 1):
+- one node: `<python> -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=P
+  -m lyricgen ...`. The standalone rendezvous takes a free local port, so several such jobs
+  can share a machine, and the script runs the same under sbatch and under plain bash.
+- N nodes: `srun --nodes=N --ntasks-per-node=1 --cpus-per-task=C --kill-on-bad-exit=1
+  <python> -m torch.distributed.run --nnodes=N --nproc-per-node=P --rdzv-backend=c10d
+  --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="$RDZV_ENDPOINT" -m lyricgen ...`: one torchrun
+  per node, meeting at the allocation's first node. The job script sets RDZV_ENDPOINT (the
+  first host of $SLURM_JOB_NODELIST and a port derived from the job id) and refuses to run
+  outside an sbatch allocation of N nodes; those two words are `ScriptVariable`s. srun gets
+  --cpus-per-task again because srun does not inherit it from sbatch (SLURM >= 22.05).
+  A profile with `executor: local` cannot run such a job (ValueError).
+Python is always `<runtime argv> -m torch.distributed.run` (not a `torchrun` on PATH), so the
+host venv or the image's python runs it.
+
+Apptainer contract:
+- `--cleanenv` drops the host environment; only the names from `container_env_names` reach
+  the container, forwarded BY NAME through `APPTAINERENV_<NAME>` variables that the job script
+  exports at run time. No value (in particular no token) is ever written into the script or
+  put on the command line, where `ps` would show it.
+- Host paths are bound at the same path inside (`src:src`), because config.json holds absolute
+  host paths: the project directory, the run directory (`job_dir.parent`), the cache directory
+  and the profile's own binds (verbatim `src[:dst[:opts]]`). Data outside these (e.g. a corpus
+  given as a path param) needs a profile bind: params never reach the script.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from jobs.kinds import KINDS
+from jobs.spec import JobSpec, Profile
+
+RUNTIMES = ("host", "apptainer")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Always forwarded into the container when set: GPU selection and the SLURM ids that
+# lyricgen records in provenance.json.
+BASE_CONTAINER_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_CPUS_PER_TASK",
+    "PYTHONUNBUFFERED",
+)
+_BIND_UNSAFE = re.compile(r"[:,\s]")
+# Where the caches go, relative to the profile's cache_dir. The image's own defaults point
+# under /cache (containers/lyricgen.def), which jobctl does not bind: every one of these must
+# be exported, or a library that writes its cache would hit the read-only image.
+CACHE_ENV_DIRS = {
+    "HF_HOME": ".",
+    "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+    "XDG_CACHE_HOME": "xdg",
+    "MPLCONFIGDIR": "matplotlib",
+}
+
+
+def runtime_argv(job: JobSpec, profile: Profile, project_dir: Path, job_dir: Path) -> list[str]:
+    """The argv prefix that starts Python for `job`: `[profile.python]` on the host, or
+    `apptainer exec [--nv] --cleanenv --pwd PROJECT --bind ... IMAGE python3`.
+
+    Raises ValueError for an unknown runtime, an apptainer profile without image, or a bind
+    path that apptainer cannot parse (':' ',' or whitespace).
+    """
+    if profile.runtime == "host":
+        return [profile.python]
+    if profile.runtime != "apptainer":
+        raise ValueError(f"profile {profile.name}: runtime must be one of {RUNTIMES}, "
+                         f"not {profile.runtime!r}")
+    if not profile.image:
+        raise ValueError(f"profile {profile.name}: runtime apptainer needs an image (.sif path)")
+    argv = ["apptainer", "exec"]
+    if job.resources.gpus > 0:
+        argv.append("--nv")
+    argv += ["--cleanenv", "--pwd", str(project_dir)]
+    for bind in container_binds(profile, project_dir, job_dir):
+        argv += ["--bind", bind]
+    return [*argv, profile.image, "python3"]
+
+
+@dataclass(frozen=True)
+class ScriptVariable:
+    """An argv word finished at run time: the literal `prefix` followed by the value of the
+    job script's variable `name` (rendered as `prefix"${name}"`, the prefix quoted)."""
+
+    prefix: str
+    name: str
+
+
+Word = str | ScriptVariable
+# Variables the multi-node script sets before its command runs (templates/sbatch.sh.j2).
+RDZV_ENDPOINT = "RDZV_ENDPOINT"
+
+
+def lyricgen_argv(job: JobSpec, profile: Profile, project_dir: Path,
+                  job_dir: Path) -> list[Word]:
+    """The full command of one task except `--task N`, which the script appends from
+    $SLURM_ARRAY_TASK_ID: `<runtime argv> -m lyricgen KIND --config JOB_DIR/config.json`,
+    behind torchrun (and srun for several nodes) when the job is distributed (module
+    docstring). Every word is a plain string except the multi-node rendezvous words.
+
+    Raises ValueError for a world size > 1 of a kind without distributed launch, and for
+    nodes > 1 under a profile with the local executor (one machine cannot span nodes).
+    """
+    res = job.resources
+    program = ["-m", "lyricgen", job.kind, "--config", str(job_dir / "config.json")]
+    python = runtime_argv(job, profile, project_dir, job_dir)
+    if res.world_size == 1:
+        return [*python, *program]
+    kind = KINDS.get(job.kind)
+    if kind is None or not kind.distributed:
+        raise ValueError(f"job {job.name}: kind {job.kind} runs as one process; nodes="
+                         f"{res.nodes} processes_per_node={res.processes_per_node} needs a "
+                         "kind launched with torchrun")
+    torchrun = [*python, "-m", "torch.distributed.run"]
+    per_node = f"--nproc-per-node={res.processes_per_node}"
+    if res.nodes == 1:
+        return [*torchrun, "--standalone", "--nnodes=1", per_node, *program]
+    if profile.executor == "local":
+        raise ValueError(f"job {job.name}: nodes={res.nodes} needs SLURM, but profile "
+                         f"{profile.name} has executor: local, which runs on this machine "
+                         "only; use a profile with executor: slurm or nodes: 1")
+    srun = ["srun", f"--nodes={res.nodes}", "--ntasks-per-node=1",
+            f"--cpus-per-task={res.cpus}", "--kill-on-bad-exit=1"]
+    rendezvous = ["--rdzv-backend=c10d", ScriptVariable("--rdzv-id=", "SLURM_JOB_ID"),
+                  ScriptVariable("--rdzv-endpoint=", RDZV_ENDPOINT)]
+    return [*srun, *torchrun, f"--nnodes={res.nodes}", per_node, *rendezvous, *program]
+
+
+def launch_env(job: JobSpec) -> dict[str, str]:
+    """Variables the script exports for the launch: OMP_NUM_THREADS = cpus // processes per
+    node (at least 1) when a node runs several processes, since torchrun would otherwise
+    give each worker 1 thread and lyricgen cannot tell how many processes share the CPUs."""
+    res = job.resources
+    if res.processes_per_node == 1:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, res.cpus // res.processes_per_node))}
+
+
+def container_binds(profile: Profile, project_dir: Path, job_dir: Path) -> list[str]:
+    """Bind specs in order: project dir, run dir, cache dir (each `src:src`, skipped when
+    inside an earlier one), then the profile's binds verbatim (exact duplicates dropped)."""
+    identity: list[PurePosixPath] = []
+    for raw in (project_dir, job_dir.parent, profile.cache_dir):
+        if raw is None:
+            continue
+        path = PurePosixPath(raw)
+        if not path.is_absolute() or _BIND_UNSAFE.search(str(path)):
+            raise ValueError(f"profile {profile.name}: cannot bind {str(path)!r} into the "
+                             "container: needs an absolute path without ':', ',' or spaces")
+        if not any(path == done or done in path.parents for done in identity):
+            identity.append(path)
+    binds = [f"{path}:{path}" for path in identity]
+    return binds + [bind for bind in dict.fromkeys(profile.binds) if bind not in binds]
+
+
+def container_env_names(profile: Profile, job_env: Iterable[str] = ()) -> tuple[str, ...]:
+    """Variable names the script forwards into the container when they are set (empty for
+    the host runtime, which keeps the whole environment): the base names, the profile's
+    exported env, the cache variables (`cache_env`), `job_env` (the job's `launch_env`
+    names) and profile.env_passthrough.
+
+    Raises ValueError for a name that is not a shell identifier.
+    """
+    if profile.runtime != "apptainer":
+        return ()
+    names = [*BASE_CONTAINER_ENV, *profile.env, *cache_env(profile), *job_env,
+             *profile.env_passthrough]
+    for name in names:
+        if not ENV_NAME.match(name):
+            raise ValueError(f"profile {profile.name}: {name!r} is not a valid environment "
+                             "variable name")
+    return tuple(dict.fromkeys(names))
+
+
+def cache_env(profile: Profile) -> dict[str, str]:
+    """The cache variables of CACHE_ENV_DIRS under the profile's cache dir (HF_HOME is the
+    cache dir itself), except those the profile's env sets; empty without a cache dir."""
+    if profile.cache_dir is None:
+        return {}
+    root = PurePosixPath(profile.cache_dir)
+    return {name: str(root / sub) for name, sub in CACHE_ENV_DIRS.items()
+            if name not in profile.env}

@@ -1,0 +1,108 @@
+"""`python -m lyricgen KIND --config config.json [--task N]`, plus utility subcommands.
+
+Exit codes: 0 success, 1 failure, 2 bad input (one line on stderr, no traceback).
+The task index defaults to $SLURM_ARRAY_TASK_ID, then 0.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from lyricgen.context import load_config, write_provenance
+from lyricgen.errors import LyricgenInputError
+from lyricgen.kinds import ENTRY_POINTS, load_runner
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """lyricgen: Spanish lyrics corpus, RNN and LLaMA steps (each job kind is a subcommand)."""
+
+
+def _make_kind_command(kind: str) -> click.Command:
+    @click.command(name=kind, help=f"Run the `{kind}` step from a jobctl config.json.")
+    @click.option("--config", "config_path", required=True,
+                  type=click.Path(path_type=Path), help="config.json written by jobctl")
+    @click.option("--task", type=int, default=None,
+                  help="array task index (default: $SLURM_ARRAY_TASK_ID or 0)")
+    def command(config_path: Path, task: int | None) -> None:
+        if task is None and os.environ.get("SLURM_ARRAY_TASK_ID", "").isdigit():
+            task = int(os.environ["SLURM_ARRAY_TASK_ID"])
+        config_kind, params, ctx = load_config(config_path, task)
+        if config_kind != kind:
+            raise LyricgenInputError(f"{config_path}: kind: is {config_kind!r}, not {kind!r}")
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        extra = load_runner(kind)(params, ctx)
+        if os.environ.get("RANK", "0") == "0":  # torchrun/srun: only rank 0 writes
+            write_provenance(ctx, params, extra if isinstance(extra, dict) else None)
+
+    return command
+
+
+for _kind in ENTRY_POINTS:
+    cli.add_command(_make_kind_command(_kind))
+
+
+@cli.command(name="merge")
+@click.option("--base", type=click.Path(path_type=Path), default=None,
+              help="local base model dir (default: the adapter's base_model_name_or_path)")
+@click.option("--adapter", required=True, type=click.Path(path_type=Path),
+              help="LoRA adapter dir (finetune-llama's out/adapter)")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="directory for the merged full model")
+@click.option("--dtype", default="auto",
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="merge dtype; auto: the dtype the base was saved in")
+def merge_command(base: Path | None, adapter: Path, out_dir: Path, dtype: str) -> None:
+    """Merge a LoRA adapter into an unquantized copy of its base model."""
+    from lyricgen.llama.merge import merge_adapter
+
+    click.echo(merge_adapter(adapter, out_dir, base, dtype=dtype))
+
+
+@cli.command(name="evaluate")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="train-rnn out dir, its checkpoint/ dir or a .pt file")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="text file in the marker format")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
+def evaluate_command(checkpoint: Path, data: Path, as_json: bool, device: str) -> None:
+    """Bits per character and perplexity of a trained RNN model on a text file."""
+    from lyricgen.evaluate import evaluate_checkpoint, format_report
+
+    click.echo(format_report(evaluate_checkpoint(checkpoint, data, device), as_json))
+
+
+def _match_threads_to_allocation() -> None:
+    """Use as many intra-op threads as SLURM gave the task (torch reads OMP_NUM_THREADS at
+    import). Without this, torch takes every core of a shared node. An explicit
+    OMP_NUM_THREADS wins."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = cpus
+        os.environ.setdefault("MKL_NUM_THREADS", cpus)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _match_threads_to_allocation()
+    try:
+        cli.main(args=argv, prog_name="lyricgen", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("lyricgen: interrupted", err=True)
+        sys.exit(130)
+    except LyricgenInputError as exc:
+        click.echo(f"lyricgen: error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Corpus steps: scraping, cleaning, statistics and export of the lyrics corpus."""

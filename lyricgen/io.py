@@ -1,0 +1,85 @@
+"""Atomic, durable file writes: write to a temp file in the same directory, fsync, rename.
+
+A reader never sees a half-written file, and a crash leaves either the old or the new content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _read_umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_FILE_MODE = 0o666 & ~_read_umask()  # read once at import: os.umask is process-global
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs are shared files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    return atomic_write_text(path, text + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync, so a record that was reported saved survives a kill.
+
+    A crash can leave at most a partial LAST line; `read_jsonl(..., repair=True)` drops it.
+    """
+    line = json.dumps(record, ensure_ascii=False) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Read a JSONL file. With repair=True a truncated last line (from a kill mid-append) is
+    cut off the file atomically; any other bad line raises ValueError naming file:line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records: list[dict[str, Any]] = []
+    good_bytes = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            good_bytes += len(line) + 1
+            continue
+        try:
+            records.append(json.loads(line.decode("utf-8")))
+            good_bytes += len(line) + 1
+        except (ValueError, UnicodeDecodeError) as exc:
+            last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
+            if repair and last:
+                atomic_write_bytes(path, raw[:good_bytes])
+                break
+            raise ValueError(f"{path}:{number}: invalid JSON line ({exc})") from exc
+    return records

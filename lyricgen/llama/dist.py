@@ -1,0 +1,74 @@
+"""torch.distributed setup for data-parallel fine-tuning (torchrun or srun).
+
+A run is distributed when WORLD_SIZE > 1 in the environment; then RANK, LOCAL_RANK,
+MASTER_ADDR and MASTER_PORT must be set too (torchrun sets all five; under srun export them
+from SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS and the first node's address). The backend is
+nccl for CUDA and gloo for CPU. Only rank 0 writes files; every rank must call the collective
+helpers in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+from lyricgen.errors import LyricgenInputError
+
+REQUIRED_ENV = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def env_info() -> DistInfo:
+    """Rank layout from the environment (single process when WORLD_SIZE is unset or 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return DistInfo()
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        raise LyricgenInputError(f"environment: WORLD_SIZE={world} but {', '.join(missing)} "
+                                 f"unset (launch with torchrun or export them under srun)")
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ["LOCAL_RANK"]))
+
+
+def init(info: DistInfo, device_type: str) -> None:
+    """Join the process group (nccl on CUDA, gloo on CPU); a no-op for one process."""
+    if not info.enabled or torch_dist.is_initialized():
+        return
+    if device_type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+    torch_dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of `values` over ranks (returned as a new tensor; unchanged for one process)."""
+    total = values.detach().clone()
+    if info.enabled:
+        torch_dist.all_reduce(total, op=torch_dist.ReduceOp.SUM)
+    return total
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        torch_dist.barrier()

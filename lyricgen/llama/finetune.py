@@ -1,0 +1,280 @@
+"""finetune-llama kind: LoRA / QLoRA fine-tuning of a LOCAL LLaMA-family model on songs.
+
+Inputs: params (see lyricgen/llama/params.py, mirrored by jobs/kinds.py FINETUNE_LLAMA); data
+from the clean step's train_lyrics.jsonl / valid_lyrics.jsonl (lyricgen/llama/data.py).
+Outputs in out/: adapter/ (LoRA weights, adapter_config.json, tokenizer, training_config.json
+with resolved params, precision and versions), merged/ when merge: true (full weights merged
+into an unquantized reload of the base, lyricgen/llama/merge.py), checkpoints/step-N/,
+metrics.csv, metrics.json and loss.png. The precision policy (lyricgen/llama/load.py) is logged
+as ONE line at start.
+
+Why a short custom loop and not HF Trainer: resuming must reproduce the uninterrupted run's
+losses exactly, and a data-parallel run must train on the same examples as a single process.
+Here both hold by construction -- data order is a pure function of (seed, epoch), dropout
+noise is reseeded from (seed, step, rank) at every step, the loss of a step is the token sum
+over every micro-batch of every rank divided by the step's global target count -- so a
+checkpoint needs only adapter, optimizer, scheduler and scaler state, and 2 ranks x batch b
+equal 1 rank x batch 2b up to float summation order. With Trainer the same guarantees
+depend on accelerate's sampler seeding, RNG-state files per rank, batch skipping on resume and
+per-device loss averaging, which are harder to see and to test. The step itself is
+lyricgen/llama/step.py (bench/qlora_gpu.py times it against HF Trainer). DDP is plain torch
+DistributedDataParallel (gloo on CPU, nccl on CUDA; lyricgen/llama/dist.py); only rank 0
+writes files.
+
+Launch: `python -m lyricgen finetune-llama --config config.json` for one process;
+`torchrun --nproc_per_node=N -m lyricgen finetune-llama --config config.json` for N.
+Resuming is automatic: an existing out/checkpoints/step-N/ made with the same training
+params (params.resume_key) and world size is continued; a different one is an input error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lyricgen.context import RunContext, package_versions
+from lyricgen.errors import LyricgenInputError
+from lyricgen.io import atomic_write_json
+from lyricgen.llama import checkpoint, dist, metrics
+from lyricgen.llama.data import Examples, Schedule, build_examples, read_texts
+from lyricgen.llama.load import (
+    Precision,
+    check_model_dir,
+    load_model,
+    load_tokenizer,
+    resolve_precision,
+)
+from lyricgen.llama.params import FinetuneParams
+from lyricgen.llama.step import token_loss_sum, train_step
+
+
+def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Validate everything cheap first (exit 2 before any model is loaded), then train."""
+    p = FinetuneParams.from_params(params)
+    check_model_dir(p.model_path)
+    for key in ("data_path", "valid_path"):
+        if getattr(p, key) is not None:
+            try:
+                read_texts(getattr(p, key))
+            except LyricgenInputError as exc:
+                raise LyricgenInputError(f"params: {key}: {exc}") from exc
+    info = dist.env_info()
+    precision = resolve_precision(p.device, p.load_in_4bit, p.dtype, info.local_rank)
+    dist.init(info, precision.device_type)
+    try:
+        return FinetuneRun(p, ctx, info, precision).train()
+    finally:
+        dist.shutdown(info)
+
+
+def dropout_seed(seed: int, step: int, rank: int) -> int:
+    return seed * 1_000_003 + step * 1_009 + rank
+
+
+class FinetuneRun:
+    """One training run: model + LoRA, optimizer, schedule, resume, loop, outputs."""
+
+    def __init__(self, p: FinetuneParams, ctx: RunContext, info: dist.DistInfo,
+                 precision: Precision) -> None:
+        self.p, self.ctx, self.info, self.precision = p, ctx, info, precision
+        self.device = torch.device(precision.device)
+        self.ckpt_root = ctx.out_dir / "checkpoints"
+        self.history: list[dict[str, Any]] = []
+        self.tokens = 0  # next-token targets trained on, over all ranks and steps
+        self.tokens_at_start = 0
+
+    def log(self, message: str) -> None:
+        if self.info.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    def train(self) -> dict[str, Any]:
+        p = self.p
+        self.log(self.precision.describe())
+        self.tokenizer = load_tokenizer(p.model_path)
+        self.train_data = build_examples(p.data_path, self.tokenizer, p.block_size, p.packing)
+        self.valid_data = (build_examples(p.valid_path, self.tokenizer, p.block_size, p.packing)
+                           if p.valid_path else None)
+        self.schedule = Schedule(len(self.train_data), p.batch_size, p.grad_accum,
+                                 self.info.world_size, p.seed, p.epochs, p.max_steps)
+        if self.schedule.steps_per_epoch == 0:
+            raise LyricgenInputError(
+                f"{p.data_path}: {len(self.train_data)} examples, fewer than one step's global "
+                f"batch (batch_size x grad_accum x world size = {self.schedule.global_batch})")
+        self.model = self._lora_model()
+        self._optimizer()
+        start = self._resume()
+        started = time.perf_counter()
+        self._loop(start)
+        seconds = time.perf_counter() - started
+        return self._finish(start, seconds)
+
+    def _lora_model(self) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        p = self.p
+        base = load_model(p.model_path, self.precision, training=True,
+                          gradient_checkpointing=p.gradient_checkpointing)
+        torch.manual_seed(p.seed)
+        config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.dropout,
+                            target_modules=p.peft_targets(), bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(base, config)
+        model.train()
+        return model
+
+    def _optimizer(self) -> None:
+        from transformers import get_linear_schedule_with_warmup
+
+        self.params = [t for t in self.model.parameters() if t.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.p.lr, weight_decay=0.0)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, self.p.warmup_steps, self.schedule.total_steps)
+        self.scaler = torch.amp.GradScaler(self.precision.device_type,
+                                           enabled=self.precision.dtype == torch.float16)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"params": self.p.resume_key(), "world_size": self.info.world_size}
+
+    def _resume(self) -> int:
+        """Load the newest checkpoint (if any); returns the number of steps already done."""
+        last = checkpoint.latest(self.ckpt_root)
+        if last is None:
+            return 0
+        state = checkpoint.load(last, self.model)
+        if state["meta"] != self._meta():
+            old, new = state["meta"], self._meta()
+            diff = sorted(k for k in {**old["params"], **new["params"]}
+                          if old["params"].get(k) != new["params"].get(k))
+            if old["world_size"] != new["world_size"]:
+                diff.append("world size")
+            raise LyricgenInputError(
+                f"{last}: checkpoint made with other settings ({', '.join(diff)}); delete "
+                f"{self.ckpt_root} to start over or use a new output directory")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+        self.tokens = self.tokens_at_start = int(state["tokens"])
+        self.log(f"resumed from {last} (step {state['step']})")
+        return int(state["step"])
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.precision.device_type, dtype=self.precision.dtype,
+                              enabled=self.precision.autocast)
+
+    def _loop(self, start: int) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        total = self.schedule.total_steps
+        wrapped = self.model
+        if self.info.enabled:
+            ids = [self.info.local_rank] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        bar = tqdm(total=total, initial=start, desc="finetune", unit="step", mininterval=1.0,
+                   disable=not self.info.is_main, file=sys.stderr)
+        for step in range(start + 1, total + 1):
+            loss, grad_norm = self._step(wrapped, step - 1)
+            record = {"step": step, "epoch": round(step / self.schedule.steps_per_epoch, 4),
+                      "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                      "grad_norm": grad_norm, "tokens": self.tokens,
+                      "valid_loss": None, "valid_ppl": None}
+            if self.valid_data is not None and (step % self.p.eval_every == 0 or step == total):
+                record["valid_loss"] = self._evaluate()
+                record["valid_ppl"] = metrics.perplexity(record["valid_loss"])
+            self.history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if step % self.p.save_every == 0 or step == total:
+                self._save_checkpoint(step)
+        bar.close()
+
+    def _step(self, wrapped: Any, index: int) -> tuple[float, float]:
+        """One optimizer step (0-based `index`): returns (mean loss per target, grad norm)."""
+        torch.manual_seed(dropout_seed(self.p.seed, index, self.info.rank))
+        targets = self.train_data.target_count(self.schedule.step_indices(index))
+        batches = [{k: v.to(self.device) for k, v in self.train_data.batch(rows).items()}
+                   for rows in self.schedule.micro_batches(index, self.info.rank)]
+        loss_sum, grad_norm = train_step(
+            wrapped, batches, scale=self.info.world_size / targets, params=self.params,
+            optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+            autocast=self._autocast, max_grad_norm=self.p.max_grad_norm,
+            no_sync=wrapped.no_sync if self.info.enabled else None)
+        self.tokens += targets
+        total = dist.all_reduce_sum(loss_sum, self.info)
+        return float(total) / targets, grad_norm
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """Mean loss per target token over the whole valid split (sharded over ranks)."""
+        data: Examples = self.valid_data  # type: ignore[assignment]
+        self.model.eval()
+        sums = torch.zeros(2, dtype=torch.float64)
+        rows = torch.arange(self.info.rank, len(data), self.info.world_size)
+        for chunk in rows.split(self.p.batch_size):
+            batch = {k: v.to(self.device) for k, v in data.batch(chunk).items()}
+            with self._autocast():
+                logits = self.model(input_ids=batch["input_ids"],
+                                    attention_mask=batch["attention_mask"]).logits
+            sums[0] += float(token_loss_sum(logits, batch["labels"]))
+            sums[1] += data.target_count(chunk)
+        self.model.train()
+        sums = dist.all_reduce_sum(sums, self.info)
+        return float(sums[0] / sums[1])
+
+    def _save_checkpoint(self, step: int) -> None:
+        if self.info.is_main:
+            state = {"optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(),
+                     "scaler": self.scaler.state_dict(), "history": self.history,
+                     "tokens": self.tokens, "meta": self._meta()}
+            checkpoint.save(self.ckpt_root, step, self.model, state, self.p.keep_checkpoints)
+            metrics.write_all(self.ctx.out_dir, self.history, self._summary())
+        dist.barrier(self.info)
+
+    def _summary(self) -> dict[str, Any]:
+        evals = [r["valid_loss"] for r in self.history if r["valid_loss"] is not None]
+        last = self.history[-1] if self.history else {}
+        return {"kind": "finetune-llama", "precision": self.precision.describe(),
+                "world_size": self.info.world_size, "steps": last.get("step", 0),
+                "total_steps": self.schedule.total_steps,
+                "global_batch": self.schedule.global_batch, "block_size": self.p.block_size,
+                "train_examples": len(self.train_data), "tokens": self.tokens,
+                "final_loss": last.get("loss"), "final_valid_loss": evals[-1] if evals else None,
+                "final_valid_ppl": metrics.perplexity(evals[-1]) if evals else None,
+                "best_valid_loss": min(evals) if evals else None}
+
+    def _finish(self, start: int, seconds: float) -> dict[str, Any]:
+        """Rank 0: adapter (+ tokenizer, training config), metrics, merged weights if asked."""
+        summary = self._summary()
+        trained = self.tokens - self.tokens_at_start
+        summary.update(resumed_at_step=start, run_seconds=round(seconds, 3),
+                       tokens_per_second=round(trained / seconds, 1) if trained else None)
+        if self.device.type == "cuda":
+            summary["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
+        if self.info.is_main:
+            adapter = self._save_adapter(summary)
+            metrics.write_all(self.ctx.out_dir, self.history, summary)
+            if self.p.merge:
+                from lyricgen.llama.merge import merge_adapter
+
+                del self.model, self.optimizer
+                merge_adapter(adapter, self.ctx.out_dir / "merged", self.p.model_path)
+        return {"finetune": summary}
+
+    def _save_adapter(self, summary: dict[str, Any]) -> Path:
+        final = self.ctx.out_dir / "adapter"
+        tmp = final.with_name(".adapter.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(str(tmp))
+        self.tokenizer.save_pretrained(str(tmp))
+        atomic_write_json(tmp / "training_config.json", {
+            "params": self.p.as_dict(), "precision": self.precision.describe(),
+            "world_size": self.info.world_size, "summary": summary,
+            "versions": package_versions()})
+        return checkpoint.publish_dir(tmp, final)

@@ -1,0 +1,118 @@
+"""Batched sampling from a LLaMA model: `LlamaGenerator.from_path(path).generate(...)`.
+
+`path` is a merged model dir, a base model dir, or an adapter dir (adapter_config.json; its
+base_model_name_or_path, or the explicit `base`, must be a local model dir). An adapter on an
+unquantized base is merged in memory for speed; on a 4-bit base it stays a PeftModel.
+
+`generate` runs ALL rows as one batch: prompts are LEFT-padded (position ids follow the
+attention mask, so a row's continuation does not depend on how much padding it got), then one
+token per step for every row with a KV cache, drawn by lyricgen.sampling.sample_next with the
+row's own temperature (0 = greedy) and the shared top-k / top-p. A row stops at EOS (not
+included in its text); the loop stops when every row has or after max_tokens.
+Pitfall: one torch.Generator(seed) serves the batch, so a row's sample depends on the other
+rows: the whole batch is reproducible for a fixed seed, a row taken alone is not the same draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lyricgen.llama.load import check_model_dir, load_model, load_tokenizer, resolve_precision
+from lyricgen.sampling import sample_next
+
+
+class LlamaGenerator:
+    model_kind = "llama"
+
+    def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_path(cls, path: str | Path, device: str = "auto", *, base: str | Path | None = None,
+                  load_in_4bit: bool = False) -> LlamaGenerator:
+        """Load a model dir or an adapter dir (with its base) for generation."""
+        path = Path(path)
+        adapter = (path / "adapter_config.json").is_file()
+        if adapter:
+            from lyricgen.llama.merge import adapter_base, tokenizer_dir
+
+            base_dir = check_model_dir(base if base is not None else adapter_base(path), "base")
+        else:
+            base_dir = check_model_dir(path, "model")
+        precision = resolve_precision(device, load_in_4bit)
+        model = load_model(base_dir, precision)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(path))
+            if not precision.quantize_4bit:
+                model = model.merge_and_unload()
+            tokenizer = load_tokenizer(tokenizer_dir(path, base_dir), padding_side="left")
+        else:
+            tokenizer = load_tokenizer(base_dir, padding_side="left")
+        model.eval()
+        return cls(model, tokenizer, precision.device)
+
+    def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask; an empty prompt becomes BOS (EOS when there is none)."""
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        rows = [ids or [start] for ids in tok(prompts, add_special_tokens=True)["input_ids"]]
+        width = max(len(ids) for ids in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(rows):
+            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], temperatures: list[float], *, max_tokens: int,
+                 top_k: int | None = None, top_p: float | None = None,
+                 seed: int = 42) -> list[str]:
+        """One continuation (text after the prompt, without EOS) per prompt/temperature row."""
+        if len(prompts) != len(temperatures):
+            raise ValueError(f"{len(prompts)} prompts but {len(temperatures)} temperatures")
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        if not prompts:
+            return []
+        ids, mask = self._prompt_batch(prompts)
+        temps = torch.tensor(temperatures, dtype=torch.float32, device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        eos = self.tokenizer.eos_token_id
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1)
+        position = positions[:, -1]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        produced: list[torch.Tensor] = []
+        for _ in range(max_tokens):
+            token = sample_next(out.logits[:, -1, :], temps, top_k, top_p, generator)
+            token = token.masked_fill(done, eos)
+            produced.append(token)
+            done |= token == eos
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            position = position + 1
+            out = self.model(input_ids=token[:, None], attention_mask=mask,
+                             position_ids=position[:, None], cache=out.cache,
+                             use_cache=True)
+        return self._decode(produced, len(prompts), eos)
+
+    def _decode(self, produced: list[torch.Tensor], rows: int, eos: int) -> list[str]:
+        if not produced:
+            return [""] * rows
+        tokens = torch.stack(produced, dim=1).tolist()
+        texts = []
+        for seq in tokens:
+            seq = seq[: seq.index(eos)] if eos in seq else seq
+            texts.append(self.tokenizer.decode(seq, skip_special_tokens=True))
+        return texts
+

@@ -1,0 +1,180 @@
+"""Precision policy and offline loading of a local LLaMA-family model directory.
+
+Precision (decided explicitly from `torch.cuda.is_available()` and the params, never from what
+happens to import; `Precision.describe()` is the ONE line a step logs at start):
+- CUDA, load_in_4bit unset or true: QLoRA -- NF4 4-bit weights, double quantization, compute in
+  bf16, or fp16 where the GPU has no bf16 (`torch.cuda.is_bf16_supported()` False: Turing, e.g.
+  Titan RTX). CUDA with load_in_4bit false: plain LoRA on bf16 (fp16) weights.
+- CPU: LoRA on fp32 weights (dtype "bfloat16" asks for bf16), or NF4 4-bit with compute in the
+  same dtype when load_in_4bit is true (bitsandbytes 0.50 runs 4-bit on CPU, so tests exercise
+  the real QLoRA path; that it works is no sign of a GPU).
+
+Loading is local-only: HF_HUB_OFFLINE=1 is set before transformers is imported and every
+`from_pretrained` gets `local_files_only=True`. `check_model_dir` turns a Hub id or a missing
+directory into a one-line LyricgenInputError before any heavy work.
+
+Importing this module needs only torch (transformers, peft and bitsandbytes are imported inside
+the functions), so bench/qlora_gpu.py can use it with PYTHONPATH=. and nothing else installed.
+Pitfall: bitsandbytes logs a line about the optional `kernels` package at import; the logger is
+silenced here (never install `kernels`: it downloads from the Hub).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lyricgen.errors import LyricgenInputError
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a model is placed and computed: device ("cpu", "cuda:0"), whether its linear weights
+    are NF4 4-bit, and `dtype` (weights that stay unquantized and the matmul compute dtype)."""
+
+    device: str
+    quantize_4bit: bool
+    dtype: torch.dtype
+
+    @property
+    def device_type(self) -> str:
+        return torch.device(self.device).type
+
+    @property
+    def autocast(self) -> bool:
+        """Mixed precision is needed when compute is not fp32 (LoRA weights stay fp32)."""
+        return self.dtype != torch.float32
+
+    def describe(self) -> str:
+        name = str(self.dtype).removeprefix("torch.")
+        if self.quantize_4bit:
+            return f"precision: {self.device} NF4 4-bit, double quant, compute {name}, LoRA fp32"
+        return f"precision: {self.device} {name} weights, LoRA fp32" + (
+            f", autocast {name}" if self.autocast else "")
+
+
+def resolve_device(device: str, local_rank: int = 0) -> str:
+    """"auto" -> "cuda:<local_rank>" when CUDA is available, else "cpu"; "cuda" without a GPU
+    is a LyricgenInputError."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise LyricgenInputError(f"params: device: must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise LyricgenInputError("params: device: cuda asked but torch sees no CUDA device")
+    return f"cuda:{local_rank}"
+
+
+def resolve_precision(device: str, load_in_4bit: bool | None = None, dtype: str = "auto",
+                      local_rank: int = 0) -> Precision:
+    """The precision policy above. load_in_4bit None means 4-bit on CUDA, not on CPU; dtype
+    "auto" means bf16 (fp16 without bf16 support) on CUDA and fp32 on CPU."""
+    where = resolve_device(device, local_rank)
+    cuda = where.startswith("cuda")
+    quantize = cuda if load_in_4bit is None else bool(load_in_4bit)
+    if dtype == "auto":
+        if cuda:
+            chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            chosen = torch.float32
+    elif dtype in DTYPES:
+        chosen = DTYPES[dtype]
+    else:
+        raise LyricgenInputError(f"params: dtype: must be auto or one of {sorted(DTYPES)}, "
+                                 f"got {dtype!r}")
+    if quantize:
+        require_bitsandbytes()
+    return Precision(device=where, quantize_4bit=quantize, dtype=chosen)
+
+
+def require_bitsandbytes() -> None:
+    """LyricgenInputError (exit 2) when 4-bit is asked and bitsandbytes cannot be imported."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken native library
+        raise LyricgenInputError(
+            f"params: load_in_4bit: 4-bit needs bitsandbytes, which cannot be imported "
+            f"({type(exc).__name__}: {exc}); install it or set load_in_4bit: false") from exc
+
+
+def check_model_dir(path: str | Path, key: str = "model_path") -> Path:
+    """The model directory as a Path, or a one-line LyricgenInputError: a Hub id, a missing
+    directory, or a directory without config.json. Nothing is ever downloaded."""
+    text = str(path)
+    target = Path(text).expanduser()
+    if not target.exists() and _HUB_ID.match(text):
+        raise LyricgenInputError(
+            f"params: {key}: {text!r} looks like a Hugging Face Hub id; models are loaded from "
+            f"a local directory only (download it first, e.g. `hf download {text} "
+            f"--local-dir models/{text.split('/')[-1]}`, and give that directory)")
+    if not target.is_dir():
+        raise LyricgenInputError(f"params: {key}: {text}: no such model directory")
+    if not (target / "config.json").is_file():
+        raise LyricgenInputError(f"params: {key}: {text}: not a model directory (no config.json)")
+    return target
+
+
+def bnb_config(precision: Precision) -> Any:
+    """BitsAndBytesConfig for NF4 4-bit with double quantization and `precision.dtype` compute."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=precision.dtype)
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "right") -> Any:
+    """The local tokenizer; a missing pad token becomes EOS (LLaMA 3 has none), so padding must
+    always be marked by the attention mask, never by comparing ids with pad_token_id."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tokenizer.eos_token_id is None:
+        raise LyricgenInputError(f"{path}: tokenizer has no eos_token; set one in its config")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(path: str | Path, precision: Precision, *, training: bool = False,
+               gradient_checkpointing: bool = False) -> Any:
+    """AutoModelForCausalLM from a local directory, placed and (maybe) quantized per `precision`.
+
+    With training=True the model is made ready for LoRA: 4-bit goes through peft's
+    prepare_model_for_kbit_training (fp32 norms/embeddings, input grads); gradient checkpointing
+    always uses the non-reentrant implementation; the KV cache is turned off.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": precision.dtype,
+                              "device_map": {"": precision.device}}
+    if precision.quantize_4bit:
+        kwargs["quantization_config"] = bnb_config(precision)
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if not training:
+        model.eval()
+        return model
+    checkpointing = {"use_reentrant": False}
+    if precision.quantize_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing)
+    elif gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
+    model.config.use_cache = False
+    return model

@@ -1,0 +1,71 @@
+"""Merge a LoRA adapter into full weights: `lyricgen merge --base DIR --adapter DIR --out DIR`.
+
+The base is always reloaded UNQUANTIZED (in `dtype`: "auto" is the dtype the base checkpoint
+was saved in, fp32 when it does not say) and on CPU by default, the adapter applied and
+`merge_and_unload()` folds it in; the result is saved with the tokenizer (the adapter's copy,
+else the base's). Never merge into 4-bit weights: re-quantizing the sum loses the adapter's
+small deltas, which is why a QLoRA run reloads the base here instead of reusing its model.
+Pitfall: merging an 8B model in bf16 needs about 16 GB of RAM (32 GB in fp32).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lyricgen.errors import LyricgenInputError
+from lyricgen.llama.checkpoint import publish_dir
+from lyricgen.llama.load import DTYPES, Precision, check_model_dir, load_model
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The base model path recorded in adapter_config.json (base_model_name_or_path)."""
+    config_path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LyricgenInputError(f"{config_path}: no such file (not a LoRA adapter dir)") from exc
+    except ValueError as exc:
+        raise LyricgenInputError(f"{config_path}: not valid JSON ({exc})") from exc
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise LyricgenInputError(f"{config_path}: base_model_name_or_path: missing")
+    return base
+
+
+def saved_dtype(model_dir: Path) -> str:
+    """The dtype name a model directory's config.json records, "float32" when unknown."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    name = config.get("dtype") or config.get("torch_dtype")
+    return name if name in DTYPES else "float32"
+
+
+def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
+    return adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_dir: str | Path | None = None,
+                  dtype: str = "auto", device: str = "cpu") -> Path:
+    """Write base + adapter as one full model (safetensors + tokenizer) to `out_dir`, atomically;
+    base_dir defaults to the adapter's recorded base. Returns out_dir."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    base = check_model_dir(base_dir if base_dir is not None else adapter_base(adapter_dir),
+                           key="base")
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise LyricgenInputError(f"{adapter_dir}: not a LoRA adapter dir (no adapter_config.json)")
+    name = saved_dtype(base) if dtype == "auto" else dtype
+    if name not in DTYPES:
+        raise LyricgenInputError(f"dtype: must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
+    precision = Precision(device=device, quantize_4bit=False, dtype=DTYPES[name])
+    model = PeftModel.from_pretrained(load_model(base, precision), str(adapter_dir))
+    merged = model.merge_and_unload()
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp))
+    AutoTokenizer.from_pretrained(str(tokenizer_dir(adapter_dir, base)),
+                                  local_files_only=True).save_pretrained(str(tmp))
+    return publish_dir(tmp, out_dir)

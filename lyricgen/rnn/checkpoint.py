@@ -1,0 +1,118 @@
+"""The `checkpoint/` directory a train-rnn job writes, and how to load it.
+
+Layout (inside the job's out dir):
+```
+checkpoint/
+  last.pt     full training state after the latest checkpointed step (resume point)
+  best.pt     the same format, saved at the best validation so far (absent without valid data)
+  vocab.json  the vocabulary (Vocab.to_dict), also embedded in every .pt
+  model.json  {"model_config": ..., "params": ...}, also embedded in every .pt
+```
+Each .pt is a self-describing dict (load with `torch.load(path, weights_only=True)`):
+`format` ("lyricgen-rnn/1"), `model_config` (ModelConfig fields), `vocab` (Vocab dict),
+`model_state`, `optimizer_state`, `scaler_state` (None unless fp16), `step` (optimizer steps
+done), `epoch`, `window` (the next TBPTT window of that epoch: the position in the data),
+`hidden` (the carried hidden state, CPU tensors, or None at an epoch start), `rng` (torch CPU,
+CUDA and Python RNG states), `best` ({"step", "bpc", "ppl"} or None), `bad_evals`,
+`last_val_step`, `last_val`, `elapsed` (training seconds so far), `tokens_seen`, `stop_reason`
+(None while training can go on) and `params` (the resolved job params).
+
+Files are written atomically (temp file in the same directory, fsync, os.replace): a kill leaves
+the previous complete file. A generator loads best.pt when present, else last.pt.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lyricgen.errors import LyricgenInputError
+from lyricgen.io import atomic_write_json
+from lyricgen.rnn.model import ModelConfig, RnnLM
+from lyricgen.rnn.vocab import Vocab
+
+FORMAT = "lyricgen-rnn/1"
+CHECKPOINT_DIR = "checkpoint"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
+    """torch.save `payload` to `path` atomically (temp file + fsync + rename + dir fsync)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def write_sidecars(directory: Path, vocab: Vocab, config: ModelConfig,
+                   params: dict[str, Any]) -> None:
+    """vocab.json and model.json beside the .pt files (readable without torch)."""
+    atomic_write_json(directory / "vocab.json", vocab.to_dict())
+    atomic_write_json(directory / "model.json",
+                      {"format": FORMAT, "model_config": config.to_dict(), "params": params})
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A .pt file from: a .pt path, a checkpoint/ dir, or a train-rnn out dir (best.pt first)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for directory in (path / CHECKPOINT_DIR, path):
+        for name in (BEST, LAST):
+            if (directory / name).is_file():
+                return directory / name
+    raise LyricgenInputError(f"{path}: checkpoint: no best.pt or last.pt here or in "
+                             f"{CHECKPOINT_DIR}/ (give a train-rnn out dir, its checkpoint/ "
+                             "dir or a .pt file)")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Read and check one .pt file (weights_only: no code from the file is run)."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LyricgenInputError(f"{path}: checkpoint: not a readable torch checkpoint "
+                                 f"({type(exc).__name__}: {first_line[:120]})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise LyricgenInputError(f"{path}: checkpoint: not a {FORMAT} checkpoint")
+    return payload
+
+
+@dataclass
+class LoadedModel:
+    model: RnnLM
+    vocab: Vocab
+    checkpoint: dict[str, Any]
+    path: Path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Resolve `path` (see resolve_checkpoint), build the model in eval mode on `device`."""
+    resolved = resolve_checkpoint(path)
+    payload = load_checkpoint(resolved)
+    model = RnnLM(ModelConfig(**payload["model_config"]))
+    model.load_state_dict(payload["model_state"])
+    model.to(device).eval()
+    return LoadedModel(model, Vocab.from_dict(payload["vocab"]), payload, resolved)

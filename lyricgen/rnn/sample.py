@@ -1,0 +1,100 @@
+"""Batched sampling from a trained RNN language model (`RnnGenerator`).
+
+All rows of a call are generated together: one batched forward pass per step, each row with its
+own prompt and temperature (lyricgen.sampling.sample_next). Prompts of different lengths are fed
+in one packed pass, so each row's hidden state is taken right after its own last prompt token.
+Every prompt is preceded by the song-start context (marker + line break), as songs are in the
+training data, so an empty prompt starts a new song.
+
+Output contract (shared with LlamaGenerator): `generate` returns one string per row, the
+continuation only (the prompt is not repeated). With `stop_at_marker=True` a row ends when it
+produces the song marker; the marker and the whitespace before it are not returned. A row that
+reaches `max_tokens` (characters at char level, words/punctuation/line breaks at word level)
+is returned as is. At word level the continuation starts with the space that detokenisation
+puts between the prompt and the first new word, so `prompt + output` reads correctly.
+`<unk>` is never sampled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lyricgen.rnn.checkpoint import load_model
+from lyricgen.rnn.model import RnnLM, resolve_device
+from lyricgen.rnn.vocab import Vocab
+from lyricgen.sampling import sample_next
+
+
+class RnnGenerator:
+    """Generator over a trained RnnLM; build it with `from_checkpoint`."""
+
+    model_kind = "rnn"
+
+    def __init__(self, model: RnnLM, vocab: Vocab, device: torch.device,
+                 source: Path | None = None) -> None:
+        self.model = model.eval()
+        self.vocab = vocab
+        self.device = device
+        self.source = source
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> RnnGenerator:
+        """Load from a train-rnn out dir, its checkpoint/ dir or a .pt file (best.pt first)."""
+        target = resolve_device(device)
+        loaded = load_model(path, target)
+        return cls(loaded.model, loaded.vocab, target, loaded.path)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], temperatures: list[float], *, max_tokens: int,
+                 top_k: int | None = None, top_p: float | None = None, seed: int = 42,
+                 stop_at_marker: bool = True) -> list[str]:
+        """One continuation per (prompt, temperature) row; see the module doc for the contract.
+        Temperature 0 decodes that row greedily. Same seed and inputs give the same outputs."""
+        if len(prompts) != len(temperatures) or not prompts:
+            raise ValueError(f"need as many temperatures as prompts (>= 1), got "
+                             f"{len(prompts)} prompts and {len(temperatures)} temperatures")
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        prompt_ids = [self.vocab.encode(prompt) for prompt in prompts]
+        logits, hidden = self._read_prompts(prompt_ids)
+        temps = torch.tensor(temperatures, dtype=torch.float32, device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        marker = self.vocab.marker_ids
+        outputs: list[list[int]] = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        for _ in range(max_tokens):
+            logits[:, 0] = float("-inf")  # never emit <unk>
+            chosen = sample_next(logits, temps, top_k, top_p, generator).tolist()
+            for row, token in enumerate(chosen):
+                if not done[row]:
+                    outputs[row].append(token)
+                    done[row] = stop_at_marker and outputs[row][-len(marker):] == marker
+            if all(done):
+                break
+            step_logits, hidden = self.model(
+                torch.tensor(chosen, device=self.device).unsqueeze(1), hidden)
+            logits = step_logits[:, 0].float()
+        return [self._continuation(ids, out, stop_at_marker and finished, len(marker))
+                for ids, out, finished in zip(prompt_ids, outputs, done, strict=True)]
+
+    def _read_prompts(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, object]:
+        """Run all prompts (after the song-start context) in one packed pass; returns each
+        row's next-token logits [B, V] and the hidden state after its last prompt token."""
+        rows = [self.vocab.song_start_ids + ids for ids in prompt_ids]
+        lengths = torch.tensor([len(row) for row in rows])
+        padded = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+        for index, row in enumerate(rows):
+            padded[index, :len(row)] = torch.tensor(row)
+        logits, hidden = self.model(padded.to(self.device), None, lengths)
+        last = logits[torch.arange(len(rows), device=logits.device), lengths.to(logits.device) - 1]
+        return last.float(), hidden
+
+    def _continuation(self, prompt: list[int], generated: list[int], strip_marker: bool,
+                      marker_len: int) -> str:
+        if strip_marker:
+            generated = generated[:-marker_len]
+        head = self.vocab.decode(prompt)
+        text = self.vocab.decode(prompt + generated)[len(head):]
+        return text.rstrip() if strip_marker else text

@@ -1,0 +1,397 @@
+"""The `train-rnn` kind: a char- or word-level RNN/LSTM/GRU language model with truncated BPTT.
+
+`run(params, ctx)` trains on `params["data"]` (songs separated by a blank line and the marker
+line) and writes into ctx.out_dir: checkpoint/ (see lyricgen.rnn.checkpoint), metrics.csv,
+metrics.json (final + best) and curves.png.
+
+Training (lyricgen.rnn.data): each epoch processes every token once as `batch_size` contiguous
+streams read in windows of `seq_len`; the hidden state is carried between windows (detached)
+and reset at each epoch start. AdamW (weight decay on matrices only), gradient clipping,
+warmup + cosine/linear decay following steps or, with `max_minutes`, the wall clock
+(lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate) runs
+after every epoch and every `eval_every` steps; `patience` validations without a new best stop
+the run. When `max_minutes` of wall clock (data loading and validations included) are spent
+the run stops, validates and checkpoints. CUDA uses autocast (bf16 where supported, else fp16
+with a GradScaler); CPU uses fp32 unless `precision` asks otherwise.
+
+Resumption: a run started again in an out dir that holds checkpoint/last.pt continues from
+it (model, optimizer, scaler, RNG, carried hidden state, position in the data) and produces
+the same per-step losses as an uninterrupted run. That identity holds for step-driven
+schedules; with `max_minutes` the learning rate follows the clock, so a resumed run differs.
+Params other than max_steps, checkpoint_every, log_every and device must equal the
+checkpoint's, or the run refuses to start (one error line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lyricgen.errors import LyricgenInputError
+from lyricgen.evaluate import EvalResult, evaluate_text
+from lyricgen.io import atomic_write_json
+from lyricgen.plots import save_curves
+from lyricgen.rnn.checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
+    FORMAT,
+    LAST,
+    load_checkpoint,
+    save_checkpoint,
+    write_sidecars,
+)
+from lyricgen.rnn.config import RESUME_FREE, TrainConfig
+from lyricgen.rnn.data import TbpttBatches, read_text
+from lyricgen.rnn.metrics import MetricsCsv
+from lyricgen.rnn.model import (
+    ModelConfig,
+    RnnLM,
+    count_parameters,
+    detach_hidden,
+    hidden_to,
+    resolve_device,
+)
+from lyricgen.rnn.schedule import LrSchedule, progress
+from lyricgen.rnn.vocab import Vocab
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainState:
+    """Everything besides model/optimizer/scaler that a checkpoint must restore."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    hidden: Any = None
+    best: dict[str, Any] | None = None
+    bad_evals: int = 0
+    last_val_step: int = -1
+    last_val: dict[str, Any] | None = None
+    elapsed: float = 0.0
+    tokens_seen: int = 0
+    stop_reason: str | None = None
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` returns: the losses of the steps this call ran, and metrics.json."""
+
+    step_losses: list[float] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto -> bf16 on CUDA devices that support it, fp16 on older CUDA, fp32 on CPU."""
+    if name != "auto":
+        if name == "fp16" and device.type != "cuda":
+            raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
+        return name
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class Trainer:
+    """One training run in `out_dir` (fresh, or resumed from out_dir/checkpoint/last.pt)."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, *, progress_bar: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
+        self.progress_bar = progress_bar
+        self.clock_start = time.monotonic()
+        self.train_text = read_text(config.data, "data")
+        self.valid_text = (read_text(config.valid_data, "valid_data")
+                           if config.valid_data else None)
+        try:
+            self.device = resolve_device(config.device)
+        except ValueError as exc:
+            raise LyricgenInputError(f"params: device: {exc}") from exc
+        self.precision = resolve_precision(config.precision, self.device)
+        resume = self._load_resume_point()
+        self.vocab = (Vocab.from_dict(resume["vocab"]) if resume else
+                      Vocab.build(self.train_text, config.level, config.min_count,
+                                  config.marker, config.lowercase))
+        self.batches = self._make_batches()
+        torch.manual_seed(config.seed)
+        self.model_config = ModelConfig(
+            config.arch, len(self.vocab), config.embedding_dim, config.hidden_size,
+            config.num_layers, config.dropout, config.tie_weights)
+        self.model = RnnLM(self.model_config).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.schedule = LrSchedule(config.lr, config.lr_schedule, config.warmup_steps,
+                                   config.min_lr_ratio)
+        self.total_steps = config.epochs * self.batches.n_windows
+        self.budget = config.max_minutes * 60.0 if config.max_minutes else None
+        self.state = TrainState()
+        self.metrics = MetricsCsv(self.out_dir / "metrics.csv")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._restore(resume)
+            print(f"train-rnn: resuming from {self.ckpt_dir / LAST} at step {self.state.step} "
+                  f"(epoch {self.state.epoch}, window {self.state.window})", file=sys.stderr)
+        self.metrics.truncate_after(self.state.step if resume else -1)
+        write_sidecars(self.ckpt_dir, self.vocab, self.model_config, config.to_dict())
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _load_resume_point(self) -> dict[str, Any] | None:
+        for stale in self.ckpt_dir.glob(".*.tmp"):  # a kill during a save leaves these
+            stale.unlink(missing_ok=True)
+        path = self.ckpt_dir / LAST
+        if not path.is_file():
+            return None
+        payload = load_checkpoint(path)
+        old, new = payload["params"], self.config.to_dict()
+        for key in sorted(set(old) | set(new)):
+            if key not in RESUME_FREE and old.get(key) != new.get(key):
+                raise LyricgenInputError(
+                    f"{path}: {key}: checkpoint was trained with {old.get(key)!r}, params say "
+                    f"{new.get(key)!r}; use a new out dir or the same params to resume")
+        return payload
+
+    def _make_batches(self) -> TbpttBatches:
+        ids = torch.tensor(self.vocab.encode(self.train_text), dtype=torch.long)
+        self.train_tokens = ids.numel()
+        try:
+            return TbpttBatches(ids, self.config.batch_size, self.config.seq_len).to(self.device)
+        except ValueError as exc:
+            raise LyricgenInputError(f"{self.config.data}: data: {exc}") from exc
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = list(self.model.parameters())
+        groups = [{"params": [p for p in params if p.dim() >= 2],
+                   "weight_decay": self.config.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        if payload["scaler_state"]:
+            self.scaler.load_state_dict(payload["scaler_state"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if self.device.type == "cuda" and payload["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
+        state = TrainState(**{key: payload[key] for key in TrainState.__dataclass_fields__})
+        state.hidden = hidden_to(state.hidden, self.device)
+        self.state = state
+        self.clock_start = time.monotonic() - state.elapsed
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _payload(self) -> dict[str, Any]:
+        state = self.state
+        return {
+            "format": FORMAT, "model_config": self.model_config.to_dict(),
+            "vocab": self.vocab.to_dict(), "params": self.config.to_dict(),
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scaler_state": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": (torch.cuda.get_rng_state(self.device)
+                             if self.device.type == "cuda" else None)},
+            **{key: getattr(state, key) for key in TrainState.__dataclass_fields__},
+            "hidden": hidden_to(state.hidden, "cpu"),
+            "elapsed": self.elapsed(),
+        }
+
+    def _save(self, *names: str) -> None:
+        payload = self._payload()
+        for name in names:
+            save_checkpoint(payload, self.ckpt_dir / name)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.clock_start
+
+    def _stop_reason(self) -> str | None:
+        config, state = self.config, self.state
+        if state.epoch >= config.epochs:
+            return "epochs"
+        if self.valid_text and config.patience > 0 and state.bad_evals >= config.patience:
+            return "early_stopping"
+        if self.budget is not None and self.elapsed() >= self.budget:
+            return "max_minutes"
+        if config.max_steps is not None and state.step >= config.max_steps:
+            return "max_steps"
+        return None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on one window; returns the (detached) mean loss tensor."""
+        state = self.state
+        lr = self.schedule.lr(state.step, progress(state.step, self.total_steps, self.elapsed(),
+                                                   self.budget))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            logits, hidden = self.model(inputs, state.hidden)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
+                                   targets.reshape(-1))
+        state.hidden = detach_hidden(hidden)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        state.step += 1
+        state.window += 1
+        state.tokens_seen += targets.numel()
+        return loss.detach()
+
+    def fit(self) -> TrainResult:
+        """Train until epochs, early stopping, max_minutes or max_steps; write all outputs."""
+        config, state = self.config, self.state
+        result = TrainResult()
+        pending: list[torch.Tensor] = []
+        interval = _Interval(time.monotonic(), state.tokens_seen)
+        bar = tqdm(total=self.total_steps, initial=state.step, disable=not self.progress_bar,
+                   desc=f"train-rnn {config.arch}/{config.level}", unit="step",
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        while (reason := self._stop_reason()) is None:
+            pending.append(self._train_step(*self.batches.window(state.window)))
+            bar.update()
+            epoch_done = state.window == self.batches.n_windows
+            if epoch_done:
+                state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
+            if state.step % config.log_every == 0 or epoch_done:
+                self._log_interval(pending, interval, result, bar)
+            if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
+                self._validate_and_save()
+                interval = _Interval(time.monotonic(), state.tokens_seen)
+            elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                self._save(LAST)
+        if pending:
+            self._log_interval(pending, interval, result, bar)
+        bar.close()
+        state.stop_reason = reason
+        if reason != "max_steps" and state.last_val_step != state.step:
+            self._validate_and_save()
+        else:  # max_steps is a pause: no extra validation, so a resumed run stays identical
+            self._save(LAST)
+        result.metrics = self._write_outputs()
+        return result
+
+    def _log_interval(self, pending: list[torch.Tensor], interval: _Interval,
+                      result: TrainResult, bar: tqdm) -> None:
+        losses = torch.stack(pending).float().tolist()
+        pending.clear()
+        result.step_losses.extend(losses)
+        now = time.monotonic()
+        speed = (self.state.tokens_seen - interval.tokens) / max(now - interval.start, 1e-9)
+        interval.start, interval.tokens = now, self.state.tokens_seen
+        lr = self.optimizer.param_groups[0]["lr"]
+        mean_loss = sum(losses) / len(losses)
+        self.metrics.append(step=self.state.step, epoch=self._epoch_position(),
+                            train_loss=mean_loss, lr=lr, tokens_per_s=speed,
+                            elapsed=self.elapsed())
+        bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}",
+                        refresh=False)
+
+    def _epoch_position(self) -> float:
+        return self.state.epoch + self.state.window / self.batches.n_windows
+
+    def _validate_and_save(self) -> None:
+        """Validate (when there is valid data), track the best, write last.pt (+ best.pt)."""
+        state = self.state
+        state.last_val_step = state.step
+        names = [LAST]
+        if self.valid_text is not None:
+            result = evaluate_text(self.model, self.vocab, self.valid_text, device=self.device)
+            state.last_val = {"step": state.step, "bpc": result.bpc, "ppl": result.perplexity}
+            if state.best is None or result.bpc < state.best["bpc"]:
+                state.best = dict(state.last_val)
+                state.bad_evals = 0
+                names.append(BEST)
+            else:
+                state.bad_evals += 1
+            self._log_validation(result)
+        self._save(*names)
+
+    def _log_validation(self, result: EvalResult) -> None:
+        self.metrics.append(step=self.state.step, epoch=self._epoch_position(),
+                            val_bpc=result.bpc, val_ppl=result.perplexity,
+                            elapsed=self.elapsed())
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    def _write_outputs(self) -> dict[str, Any]:
+        state, rows = self.state, self.metrics.read()
+        train_rows = [r for r in rows if r["train_loss"]]
+        chars_per_token = len(self.train_text) / self.train_tokens
+        final_loss = float(train_rows[-1]["train_loss"]) if train_rows else None
+        speeds = [float(r["tokens_per_s"]) for r in train_rows if r["tokens_per_s"]]
+        metrics = {
+            "final": {"step": state.step, "epoch": self._epoch_position(),
+                      "train_loss": final_loss,
+                      "train_bpc": (final_loss / math.log(2) / chars_per_token
+                                    if final_loss is not None else None),
+                      "val_bpc": state.last_val["bpc"] if state.last_val else None,
+                      "val_ppl": state.last_val["ppl"] if state.last_val else None},
+            "best": state.best, "stop_reason": state.stop_reason,
+            "elapsed_s": self.elapsed(), "tokens_seen": state.tokens_seen,
+            "tokens_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
+            "tokens_per_epoch": self.batches.tokens_per_epoch,
+            "windows_per_epoch": self.batches.n_windows,
+            "vocab_size": len(self.vocab), "parameters": count_parameters(self.model),
+            "device": str(self.device), "precision": self.precision,
+            "threads": torch.get_num_threads(), "params": self.config.to_dict(),
+        }
+        atomic_write_json(self.out_dir / "metrics.json", metrics)
+        self._plot(rows)
+        return metrics
+
+    def _plot(self, rows: list[dict[str, str]]) -> None:
+        def series(column: str) -> tuple[list[float], list[float]]:
+            picked = [(float(r["step"]), float(r[column])) for r in rows if r[column]]
+            return [x for x, _ in picked], [y for _, y in picked]
+
+        save_curves(self.out_dir / "curves.png",
+                    [("train loss (nats/token)", {"train": series("train_loss")}),
+                     ("validation bits per character", {"valid": series("val_bpc")})],
+                    title=f"train-rnn {self.config.arch} / {self.config.level}")
+
+
+@dataclass
+class _Interval:
+    start: float
+    tokens: int
+
+
+def _configure_threads() -> None:
+    """Use the CPUs SLURM gave the job (torch would otherwise take every core of the node)."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0:
+        torch.set_num_threads(int(cpus))
+
+
+def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Kind entry point: train, write outputs into ctx.out_dir, return a provenance summary."""
+    config = TrainConfig.from_params(params)
+    _configure_threads()
+    trainer = Trainer(config, ctx.out_dir)
+    metrics = trainer.fit().metrics
+    return {"train_rnn": {key: metrics[key] for key in
+                          ("stop_reason", "best", "final", "device", "precision", "parameters",
+                           "vocab_size")}}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=lyricgen-grid
+#SBATCH --output=/srv/lyricgen/runs/20240101-000000-ab12/grid/logs/slurm-%A_%a.out
+#SBATCH --error=/srv/lyricgen/runs/20240101-000000-ab12/grid/logs/slurm-%A_%a.out
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+#SBATCH --time=02:00:00
+#SBATCH --nodes=1
+#SBATCH --partition=short
+#SBATCH --array=0-5%2
+#
+# jobctl script for job grid (kind clean, 6 task(s)),
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
+# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+set -euo pipefail
+
+export PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=2
+
+JOB_DIR=/srv/lyricgen/runs/20240101-000000-ab12/grid
+TASK="${SLURM_ARRAY_TASK_ID:-0}"
+if [[ ! "$TASK" =~ ^[0-9]+$ ]]; then
+  echo "job.sh: SLURM_ARRAY_TASK_ID must be a task number, got '$TASK'" >&2
+  exit 2
+fi
+
+STATUS_DIR="$JOB_DIR/status"
+mkdir -p "$STATUS_DIR"
+printf -v STARTED '%(%s)T' -1
+CHILD=""
+FINAL=0
+
+json_int() {  # the argument if it is a non-negative integer, else null
+  if [[ "$1" =~ ^[0-9]+$ ]]; then printf '%s' "$1"; else printf 'null'; fi
+}
+
+# write_status STATE EXIT_CODE SIGNAL: atomically replace status/$TASK.json
+write_status() {
+  local host=null signal=null finished=null tmp="$STATUS_DIR/.$TASK.json.$$"
+  if [[ "${HOSTNAME:-}" =~ ^[A-Za-z0-9._-]+$ ]]; then host="\"$HOSTNAME\""; fi
+  if [[ -n "$3" ]]; then signal="\"$3\""; fi
+  if [[ "$1" != RUNNING ]]; then printf -v finished '%(%s)T' -1; fi
+  printf '{"schema": 1, "task": %s, "state": "%s", "exit_code": %s, "signal": %s, "host": %s, "slurm_job_id": %s, "slurm_array_job_id": %s, "pid": %s, "started": %s, "finished": %s}\n' \
+    "$TASK" "$1" "$(json_int "$2")" "$signal" "$host" "$(json_int "${SLURM_JOB_ID:-}")" \
+    "$(json_int "${SLURM_ARRAY_JOB_ID:-}")" "$$" "$STARTED" "$finished" >"$tmp"
+  mv -f "$tmp" "$STATUS_DIR/$TASK.json"
+}
+
+on_exit() {
+  local code=$?
+  if (( FINAL == 0 )); then
+    if (( code == 0 )); then write_status COMPLETED 0 ""; else write_status FAILED "$code" ""; fi
+  fi
+}
+
+on_signal() {  # SIGNAL_NAME: stop lyricgen, record CANCELLED, exit 128+N
+  local code
+  trap '' TERM INT USR1
+  code=$((128 + $(kill -l "$1")))
+  if [[ -n "$CHILD" ]]; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+    wait "$CHILD" || true
+  fi
+  write_status CANCELLED "$code" "$1"
+  FINAL=1
+  exit "$code"
+}
+
+trap on_exit EXIT
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
+trap 'on_signal USR1' USR1
+write_status RUNNING "" ""
+
+cd /srv/lyricgen
+cmd=(
+  /opt/venv/bin/python
+  -m
+  lyricgen
+  clean
+  --config
+  /srv/lyricgen/runs/20240101-000000-ab12/grid/config.json
+)
+# In the background so that the signal traps run while lyricgen works; `wait` returns its
+# exit status, and set -e hands a failure to the EXIT trap.
+"${cmd[@]}" --task "$TASK" &
+CHILD=$!
+wait "$CHILD"

@@ -1,0 +1,180 @@
+"""lyricgen.rnn training: TBPTT coverage, schedule, resume identity, budgets, early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lyricgen.errors import LyricgenInputError
+from lyricgen.rnn.checkpoint import load_checkpoint
+from lyricgen.rnn.config import TrainConfig
+from lyricgen.rnn.data import TbpttBatches
+from lyricgen.rnn.metrics import MetricsCsv
+from lyricgen.rnn.schedule import LrSchedule, progress
+from lyricgen.rnn.train import Trainer
+
+torch.set_num_threads(1)
+DISCO = Path(__file__).resolve().parents[1].parent / "shared/corpora/disco"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[str, str]:
+    """A few KB of real DISCO text: (train path, valid path)."""
+    folder = tmp_path_factory.mktemp("disco")
+    train = (DISCO / "train.txt").read_text(encoding="utf-8")[:6000]
+    valid = (DISCO / "valid.txt").read_text(encoding="utf-8")[:1500]
+    (folder / "train.txt").write_text(train, encoding="utf-8")
+    (folder / "valid.txt").write_text(valid, encoding="utf-8")
+    return str(folder / "train.txt"), str(folder / "valid.txt")
+
+
+def tiny(corpus: tuple[str, str], **changes) -> TrainConfig:
+    base = TrainConfig(data=corpus[0], valid_data=corpus[1], device="cpu", arch="gru",
+                       hidden_size=24, embedding_dim=8, batch_size=4, seq_len=16, epochs=2,
+                       dropout=0.2, warmup_steps=5, checkpoint_every=0, log_every=3)
+    return dataclasses.replace(base, **changes)
+
+
+def test_tbptt_windows_cover_each_token_once():
+    ids = torch.arange(103)
+    batches = TbpttBatches(ids, batch_size=4, seq_len=6)
+    seen: list[int] = []
+    for index in range(batches.n_windows):
+        inputs, targets = batches.window(index)
+        assert torch.equal(targets, inputs + 1)  # each target follows its input in the data
+        seen.extend(targets.flatten().tolist())
+    assert sorted(seen) == list(range(1, 4 * batches.stream_len + 1))
+    assert len(ids) - 1 - 4 * batches.stream_len < 4  # only a tail shorter than B is unused
+    first, _ = batches.window(0)
+    second, _ = batches.window(1)
+    assert torch.equal(second[:, 0], first[:, -1] + 1)  # windows are contiguous per stream
+
+
+def test_tbptt_rejects_too_little_data():
+    with pytest.raises(ValueError):
+        TbpttBatches(torch.arange(4), batch_size=8, seq_len=2)
+
+
+def test_schedule_warmup_cosine_and_clock():
+    schedule = LrSchedule(1.0, "cosine", warmup_steps=10, min_ratio=0.1)
+    assert schedule.lr(0, 0.0) == pytest.approx(0.1)
+    assert schedule.lr(9, 0.0) == pytest.approx(1.0)
+    assert schedule.lr(100, 0.5) == pytest.approx(0.55)
+    assert schedule.lr(100, 1.0) == pytest.approx(0.1)
+    assert LrSchedule(2.0, "linear").lr(5, 0.25) == pytest.approx(1.5)
+    assert LrSchedule(2.0, "constant").lr(5, 0.9) == 2.0
+    assert progress(10, 100, elapsed=30.0, budget_seconds=60.0) == pytest.approx(0.5)
+    assert progress(10, 100, elapsed=30.0, budget_seconds=None) == pytest.approx(0.1)
+    assert progress(500, 100, elapsed=0.0, budget_seconds=None) == 1.0
+
+
+def test_resume_continues_identically(corpus, tmp_path):
+    config = tiny(corpus, eval_every=25)
+    whole = Trainer(config, tmp_path / "a", progress_bar=False).fit()
+    total = len(whole.step_losses)
+    assert total == whole.metrics["final"]["step"] > 20
+    first = Trainer(dataclasses.replace(config, max_steps=11), tmp_path / "b",
+                    progress_bar=False).fit()
+    assert len(first.step_losses) == 11 and first.metrics["stop_reason"] == "max_steps"
+    rest = Trainer(config, tmp_path / "b", progress_bar=False).fit()
+    resumed = first.step_losses + rest.step_losses
+    assert resumed == pytest.approx(whole.step_losses, abs=1e-6)
+    a = load_checkpoint(tmp_path / "a/checkpoint/last.pt")
+    b = load_checkpoint(tmp_path / "b/checkpoint/last.pt")
+    for name, tensor in a["model_state"].items():
+        assert torch.allclose(tensor, b["model_state"][name], atol=1e-6), name
+    assert a["best"] == pytest.approx(b["best"])
+    rows_a, rows_b = (MetricsCsv(tmp_path / name / "metrics.csv").read() for name in "ab")
+    def validations(rows):
+        return [(r["step"], r["val_bpc"], r["val_ppl"]) for r in rows if r["val_bpc"]]
+
+    assert validations(rows_b) == validations(rows_a)
+    train_steps = [int(r["step"]) for r in rows_b if r["train_loss"]]
+    assert train_steps == sorted(set(train_steps))  # no row written twice
+
+
+def test_resume_refuses_changed_params(corpus, tmp_path):
+    Trainer(tiny(corpus, max_steps=2), tmp_path, progress_bar=False).fit()
+    with pytest.raises(LyricgenInputError, match="hidden_size"):
+        Trainer(tiny(corpus, hidden_size=32), tmp_path, progress_bar=False)
+
+
+def test_max_minutes_stops_validates_and_checkpoints(corpus, tmp_path):
+    config = tiny(corpus, epochs=10_000, max_minutes=0.002)
+    metrics = Trainer(config, tmp_path, progress_bar=False).fit().metrics
+    assert metrics["stop_reason"] == "max_minutes"
+    assert metrics["final"]["val_bpc"] is not None
+    payload = load_checkpoint(tmp_path / "checkpoint/last.pt")
+    assert payload["step"] == metrics["final"]["step"] and payload["stop_reason"] == "max_minutes"
+    assert payload["last_val_step"] == payload["step"]
+    again = Trainer(config, tmp_path, progress_bar=False).fit()  # budget spent: no more steps
+    assert again.step_losses == [] and again.metrics["final"]["step"] == payload["step"]
+
+
+def test_early_stopping_after_patience(corpus, tmp_path):
+    frozen = tiny(corpus, lr=1e-30, lr_schedule="constant", warmup_steps=0, weight_decay=0.0,
+                  eval_every=1, patience=2, epochs=50)
+    metrics = Trainer(frozen, tmp_path, progress_bar=False).fit().metrics
+    assert metrics["stop_reason"] == "early_stopping"
+    assert metrics["final"]["step"] == 3 and metrics["best"]["step"] == 1
+    assert (tmp_path / "checkpoint/best.pt").is_file()
+
+
+def test_outputs_and_checkpoint_contents(corpus, tmp_path):
+    metrics = Trainer(tiny(corpus, epochs=1, checkpoint_every=4), tmp_path,
+                      progress_bar=False).fit().metrics
+    for name in ("metrics.csv", "metrics.json", "curves.png", "checkpoint/last.pt",
+                 "checkpoint/best.pt", "checkpoint/vocab.json", "checkpoint/model.json"):
+        assert (tmp_path / name).is_file(), name
+    assert not list((tmp_path / "checkpoint").glob(".*.tmp"))
+    payload = load_checkpoint(tmp_path / "checkpoint/best.pt")
+    for key in ("model_config", "vocab", "optimizer_state", "rng", "step", "epoch", "window",
+                "best", "params", "elapsed"):
+        assert key in payload
+    assert payload["params"]["hidden_size"] == 24 and metrics["best"]["step"] == payload["step"]
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,epoch,train_loss,lr,tokens_per_s,val_bpc,val_ppl,elapsed"
+    assert math.isfinite(metrics["final"]["val_bpc"])
+
+
+def test_word_level_trains_and_reports_bpc(corpus, tmp_path):
+    metrics = Trainer(tiny(corpus, level="word", arch="lstm", epochs=1, min_count=1), tmp_path,
+                      progress_bar=False).fit().metrics
+    assert metrics["vocab_size"] > 100 and metrics["final"]["val_bpc"] > 0
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"data": "x", "hidden": 3}, "hidden"),
+    ({"data": "x", "arch": "transformer"}, "arch"),
+    ({"data": "x", "epochs": "3"}, "epochs"),
+    ({"data": "x", "dropout": 1.5}, "dropout"),
+    ({"arch": "gru"}, "data"),
+    ({"data": "x", "batch_size": None}, "batch_size"),
+])
+def test_bad_params_name_the_key(params, key):
+    with pytest.raises(LyricgenInputError, match=rf"params: {key}:"):
+        TrainConfig.from_params(params)
+
+
+def test_missing_or_too_small_data(tmp_path):
+    with pytest.raises(LyricgenInputError, match="data: file not found"):
+        Trainer(TrainConfig(data=str(tmp_path / "nope.txt")), tmp_path / "out")
+    (tmp_path / "small.txt").write_text("ab\n", encoding="utf-8")
+    with pytest.raises(LyricgenInputError, match="small.txt: data:"):
+        Trainer(TrainConfig(data=str(tmp_path / "small.txt")), tmp_path / "out")
+
+
+def test_registry_defaults_match_train_config():
+    from jobs.kinds import get_kind
+
+    kind = get_kind("train-rnn")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    registry = {name: p.default for name, p in kind.params.items() if not p.required}
+    assert registry == defaults
+    assert set(kind.params) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert kind.outputs == {"checkpoint": "checkpoint", "metrics": "metrics.json"}

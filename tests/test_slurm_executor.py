@@ -1,0 +1,286 @@
+"""SLURM executor without a cluster: parsing, state merging, sbatch command lines (a fake
+sbatch/scancel on PATH). The real cluster is exercised in test_e2e_slurm.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobs import plan
+from jobs.cli import load
+from jobs.errors import UsageError
+from jobs.executors import collect_status, full_selection
+from jobs.executors import slurm as slurm_mod
+from jobs.executors.slurm import (
+    SlurmExecutor,
+    compress_indices,
+    expand_indices,
+    jobcomp_path,
+    log_cause,
+    parse_record,
+    parse_sbatch_id,
+    slurm_task_state,
+)
+from jobs.state import Run, write_task_status
+
+SCONTROL_LINE = (
+    "JobId=3 JobName=lyricgen-b UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=1 "
+    "Nice=0 Account=(null) QOS=(null) JobState=CANCELLED Reason=DependencyNeverSatisfied "
+    "Dependency=afterok:2(failed) Requeue=1 ExitCode=0:0 NtasksPerN:B:S:C=0:0:*:* "
+    "SubmitTime=2026-11-26T08:14:04 NodeList= TRES=cpu=1,mem=21695M,node=1,billing=1 "
+    "Command=/runs/x/b/job.sh WorkDir=/work/main Power=")
+
+PIPELINE = """\
+jobs:
+  - {kind: clean, name: a, params: {input: a.txt}}
+  - {kind: clean, name: grid, needs: [a], params: {input: a.txt}, matrix: {seed: [1, 2, 3]},
+     throttle: 2}
+  - {kind: clean, name: b, needs: [grid], params: {input: a.txt}}
+"""
+
+
+def test_parse_record_keeps_values_with_equals_and_empty_values() -> None:
+    record = parse_record(SCONTROL_LINE)
+    assert record["JobState"] == "CANCELLED"
+    assert record["TRES"] == "cpu=1,mem=21695M,node=1,billing=1"
+    assert record["NtasksPerN:B:S:C"] == "0:0:*:*"
+    assert record["NodeList"] == "" and record["Power"] == ""
+    assert record["Dependency"] == "afterok:2(failed)"
+
+
+def test_parse_sbatch_id() -> None:
+    assert parse_sbatch_id("123\n") == "123"
+    assert parse_sbatch_id("sbatch: warning: x\n77;cluster1\n") == "77"
+    with pytest.raises(UsageError, match="not a job id"):
+        parse_sbatch_id("Submitted batch job 5")
+
+
+def test_index_lists() -> None:
+    assert expand_indices("0-3,7,9-13:2%4") == [0, 1, 2, 3, 7, 9, 11, 13]
+    assert compress_indices([8, 0, 1, 2, 5, 7]) == "0-2,5,7-8"
+
+
+@given(st.sets(st.integers(min_value=0, max_value=1000), min_size=1))
+def test_compress_and_expand_round_trip(indices: set[int]) -> None:
+    assert expand_indices(compress_indices(indices)) == sorted(indices)
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ("JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0 NodeList=n1",
+     ("FAILED", 3, "exit code 3", None)),
+    (SCONTROL_LINE, ("CANCELLED", None, "dependency failed", None)),
+    ("JobState=CANCELLED ExitCode=0:0 NodeList=(null)",
+     ("CANCELLED", None, "cancelled before it started", None)),
+    ("JobState=CANCELLED ExitCode=0:15 NodeList=n1",
+     ("CANCELLED", 0, "signal 15 (SIGTERM)", "TERM")),
+    ("JobState=TIMEOUT ExitCode=0:1 NodeList=n1", ("TIMEOUT", 0, "time limit", "HUP")),
+    ("JobState=OUT_OF_MEMORY ExitCode=0:125 NodeList=n1",
+     ("OUT_OF_MEMORY", 0, "out of memory", "125")),
+    ("JobState=FAILED Reason=JobLaunchFailure ExitCode=0:9 NodeList=n1",
+     ("FAILED", 0, "signal 9 (SIGKILL)", "KILL")),
+    ("JobState=FAILED ExitCode=137:0 NodeList=n1", ("FAILED", 137, "exit code 137 (SIGKILL)",
+                                                    None)),
+    ("JobState=PENDING Reason=Dependency ExitCode=0:0 NodeList=",
+     ("PENDING", None, "waiting for needs", None)),
+    ("JobState=COMPLETING ExitCode=0:0 NodeList=n1", ("RUNNING", None, None, None)),
+    ("JobState=CANCELLED Reason=Dependency NodeList=",
+     ("CANCELLED", None, "cancelled before it started", None)),
+    ("JobState=PENDING Reason=Resources NodeList=", ("PENDING", None, "Resources", None)),
+])
+def test_slurm_task_state(fields: str, expected: tuple) -> None:
+    state = slurm_task_state(parse_record(fields), 0, "9")
+    assert (state.state, state.exit_code, state.reason, state.signal) == expected
+
+
+# slurmstepd's lines as SLURM 22.05 writes them into the job's log.
+OVER_MEMORY = ("slurmstepd-localnode: error: StepId=1.batch exceeded memory limit "
+               "(646041600 > 104857600), being killed\n"
+               "slurmstepd-localnode: error: Exceeded job memory limit\n")
+
+
+@pytest.mark.parametrize(("text", "cause"), [
+    (OVER_MEMORY, "OUT_OF_MEMORY"),
+    ("slurmstepd: error: Detected 1 oom_kill event in StepId=5.batch. Some of the step tasks "
+     "have been OOM Killed.", "OUT_OF_MEMORY"),
+    ("slurmstepd-localnode: error: *** JOB 2 ON localnode CANCELLED AT 2026-11-26T08:36:38 "
+     "DUE TO TIME LIMIT ***", "TIMEOUT"),
+    ("slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2026-11-26T08:36:38 DUE TO PREEMPTION "
+     "***", "PREEMPTED"),
+    ("slurmstepd-localnode: error: *** JOB 3 ON localnode CANCELLED AT 2026-11-26T08:35:37 ***",
+     None),
+    ("my program says: exceeded memory limit of its cache\n", None),
+])
+def test_log_cause_reads_slurmstepd_lines_only(text: str, cause: str | None) -> None:
+    assert log_cause(text) == cause
+
+
+def test_jobcomp_path_only_for_filetxt(tmp_path: Path) -> None:
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("# comment\nJobCompType=jobcomp/filetxt  # inline\nJobCompLoc=/x/comp.txt\n")
+    assert jobcomp_path(conf) == Path("/x/comp.txt")
+    conf.write_text("JobCompType=jobcomp/none\nJobCompLoc=/x/comp.txt\n")
+    assert jobcomp_path(conf) is None
+    assert jobcomp_path(tmp_path / "missing.conf") is None
+
+
+@pytest.fixture
+def run(tmp_path: Path, fake_profile: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("")
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    pipeline, profiles = load(str(tmp_path / "p.yaml"), str(fake_profile))
+    return plan.create_run(pipeline, profiles, tmp_path / "runs", executor="slurm", force=True)
+
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+echo "$*" >> {log}
+n=$(wc -l < {log})
+if [[ -e {fail} && $n -ge $(cat {fail}) ]]; then
+  echo "sbatch: error: invalid partition" >&2
+  exit 1
+fi
+echo "$((40 + n));local"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """sbatch printing ids 41, 42, ... (`ID;cluster`), failing from the Nth call when the
+    file `fail` holds N; scancel recording its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    files = {"log": tmp_path / "sbatch.log", "fail": tmp_path / "fail",
+             "scancel": tmp_path / "scancel.log"}
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=files["log"], fail=files["fail"]))
+    (bin_dir / "scancel").write_text(f'#!/usr/bin/env bash\necho "$*" >> {files["scancel"]}\n')
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\nexit 1\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-slurm.conf"))
+    return files
+
+
+def test_submit_chains_dependencies_and_records_ids(run: Run,
+                                                    fake_slurm: dict[str, Path]) -> None:
+    assert SlurmExecutor().submit(run, full_selection(run.read()))
+    calls = fake_slurm["log"].read_text().splitlines()
+    assert calls[0] == f"--parsable --kill-on-invalid-dep=yes {run.dir}/a/job.sh"
+    assert calls[1] == (f"--parsable --kill-on-invalid-dep=yes --dependency=afterok:41 "
+                        f"{run.dir}/grid/job.sh")
+    assert "--dependency=afterok:42 " in calls[2]
+    record = run.read()
+    assert [record["jobs"][n]["submissions"][0]["job_id"] for n in ("a", "grid", "b")] == \
+        ["41", "42", "43"]
+    states = {j.name: [t.state for t in j.tasks] for j in collect_status(run)}
+    assert states == {"a": ["UNKNOWN"], "grid": ["UNKNOWN"] * 3, "b": ["UNKNOWN"]}
+
+
+def test_failed_sbatch_cancels_what_this_call_queued(run: Run,
+                                                     fake_slurm: dict[str, Path]) -> None:
+    fake_slurm["fail"].write_text("3")
+    with pytest.raises(UsageError, match="sbatch failed for .*b/job.sh: sbatch: error: "
+                                         "invalid partition"):
+        SlurmExecutor().submit(run, full_selection(run.read()))
+    assert fake_slurm["scancel"].read_text().split() == ["41", "42"]
+
+
+def test_resubmission_of_some_array_tasks_uses_array_option(run: Run) -> None:
+    job = run.read()["jobs"]["grid"]
+    assert SlurmExecutor.sbatch_argv(job, [0, 2], ["7"])[3:5] == [
+        "--dependency=afterok:7", "--array=0,2%2"]
+    assert not any(a.startswith("--array") for a in SlurmExecutor.sbatch_argv(job, [0, 1, 2],
+                                                                              []))
+
+
+def fake_sources(monkeypatch: pytest.MonkeyPatch, live: list[str], done: list[str]) -> None:
+    monkeypatch.setattr(slurm_mod, "_scontrol_records", lambda: [parse_record(x) for x in live])
+    monkeypatch.setattr(slurm_mod, "_jobcomp_records", lambda: [parse_record(x) for x in done])
+
+
+def submitted(run: Run, ids: dict[str, str], when: float) -> None:
+    def add(record: dict) -> None:
+        for name, job_id in ids.items():
+            record["jobs"][name]["submissions"].append({
+                "executor": "slurm", "job_id": job_id,
+                "tasks": list(range(record["jobs"][name]["tasks"])), "submitted": when})
+    run.update(add)
+
+
+def stamp(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
+
+
+def test_state_sources_in_order_of_trust(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    submitted(run, {"a": "10", "grid": "11", "b": "12"}, now)
+    write_task_status(run.dir / "a", 0, "COMPLETED", "", exit_code=0)
+    status = json.loads((run.dir / "a" / "status" / "0.json").read_text())
+    status.update(state="RUNNING", exit_code=None, task=1)
+    (run.dir / "grid" / "status" / "1.json").write_text(json.dumps(status))
+    fake_sources(monkeypatch, live=[
+        f"JobId=10 JobState=RUNNING NodeList=n1 SubmitTime={stamp(now)}",
+        f"JobId=21 ArrayJobId=11 ArrayTaskId=1 JobState=CANCELLED ExitCode=0:9 NodeList=n1 "
+        f"SubmitTime={stamp(now)}",
+    ], done=[
+        f"JobId=20 ArrayJobId=11 ArrayTaskId=0 JobState=COMPLETED ExitCode=0:0 NodeList=n1 "
+        f"SubmitTime={stamp(now)}",
+        f"JobId=22 ArrayJobId=11 ArrayTaskId=2 JobState=FAILED ExitCode=2:0 NodeList=n1 "
+        f"SubmitTime={stamp(now - 3600)}",
+        f"JobId=12 JobState=CANCELLED ExitCode=0:0 NodeList=(null) SubmitTime={stamp(now)}",
+    ])
+    states = {j.name: [(t.state, t.exit_code, t.reason, t.job_id) for t in j.tasks]
+              for j in collect_status(run)}
+    assert states["a"] == [("COMPLETED", 0, None, "10")]  # status file beats live RUNNING
+    assert states["grid"] == [
+        ("COMPLETED", 0, None, "11_0"),  # from jobcomp after SLURM forgot it
+        ("CANCELLED", 0, "signal 9 (SIGKILL)", "11_1"),  # SLURM beats a stale RUNNING file
+        ("UNKNOWN", None, "no record in SLURM, jobcomp or status files", "11_2"),  # stale id
+    ]
+    assert states["b"] == [("CANCELLED", None, "dependency failed (grid)", "12")]
+
+
+def test_slurm_names_the_cause_of_a_recorded_failure(run: Run,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    submitted(run, {"a": "10"}, now)
+    write_task_status(run.dir / "a", 0, "CANCELLED", "", exit_code=143)
+    fake_sources(monkeypatch, live=[
+        f"JobId=10 JobState=TIMEOUT ExitCode=0:15 NodeList=n1 SubmitTime={stamp(now)}"], done=[])
+    state = collect_status(run)[0].tasks[0]
+    assert (state.state, state.exit_code, state.reason) == ("TIMEOUT", 143,
+                                                            "time limit (00:30:00)")
+
+
+def test_memory_kill_is_out_of_memory_never_completed(run: Run,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM 22.05 with OverMemoryKill: SIGKILL (status file left RUNNING, by a process that
+    is gone), FAILED ExitCode=0:9, and slurmstepd's line in the log."""
+    now = time.time()
+    submitted(run, {"a": "10", "grid": "11"}, now)
+    for name, task in (("a", 0), ("grid", 1)):
+        write_task_status(run.dir / name, task, "COMPLETED", "", exit_code=0)
+        status = json.loads((run.dir / name / "status" / f"{task}.json").read_text())
+        status.update(state="RUNNING", exit_code=None, finished=None, pid=2 ** 22 + 1)
+        (run.dir / name / "status" / f"{task}.json").write_text(json.dumps(status))
+    (run.dir / "a" / "logs" / "slurm-10.out").write_text("fake clean task 0 starts\n"
+                                                         + OVER_MEMORY)
+    fake_sources(monkeypatch, live=[
+        f"JobId=10 JobState=FAILED Reason=JobLaunchFailure ExitCode=0:9 NodeList=n1 "
+        f"SubmitTime={stamp(now)}"], done=[])
+    a, grid, b = collect_status(run)
+    task = a.tasks[0]
+    assert (task.state, task.reason, task.signal) == ("OUT_OF_MEMORY", "out of memory (--mem=2G)",
+                                                      "KILL")
+    assert a.state == "OUT_OF_MEMORY"
+    killed = grid.tasks[1]  # no SLURM record left, killed on this machine: not RUNNING
+    assert (killed.state, killed.exit_code) == ("FAILED", None)
+    assert killed.reason.startswith("killed (SIGKILL?)")
+    assert grid.state == "FAILED"
+    assert grid.reason.startswith("2 CANCELLED, 1 FAILED; task 1: killed (SIGKILL?)")
+    assert (b.state, b.reason) == ("CANCELLED", "dependency failed (grid)")
