@@ -238,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     data = random_batches(shape["vocab_size"], args.steps, args.batch, args.seq)
     for _ in range(args.rounds):  # alternate (ABAB...): the last round is reported, so
         # neither side profits from running second (allocator and kernel caches warm)
-        ours, ours_peak = measure(lambda: run_ours(model, precision, data, args.warmup), device)
+        ours, ours_peak = measure(
+            lambda m=model: run_ours(m, precision, data, args.warmup), device)
         model = ours.pop("peft_model").unload()  # the shared 4-bit base, without LoRA layers
         base, base_peak = measure(
-            lambda: run_trainer(model, precision, data, args.warmup, args.model_dir / "trainer"),
+            lambda m=model: run_trainer(m, precision, data, args.warmup,
+                                        args.model_dir / "trainer"),
             device)
         model = base.pop("peft_model").unload()
     timed = args.steps - args.warmup

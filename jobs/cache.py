@@ -6,7 +6,8 @@ references `{{ needs.J.outputs.N }}` unbound: the bound path would name this run
 what it points to is covered by J's key); the contents of every file or directory named by
 a `path` param that the job reads (files over 64 MiB by size and mtime, not bytes; kinds'
 `Param.writes` paths are skipped, their contents are the job's own outputs); the keys of
-its needs; and the code version.
+its needs; the code version; and, for distributed kinds, the world size (it sets the
+global batch).
 
 Code version = sha256 of the lyricgen package version and every file under jobs/, lyricgen/
 and templates/ of the checkout (relative path + bytes, __pycache__ skipped). A git commit alone
@@ -134,6 +135,8 @@ def job_cache_key(job: JobSpec, need_keys: Mapping[str, str], code: str) -> str:
         "needs": {name: need_keys[name] for name in sorted(job.needs)},
         "code": code,
     }
+    if KINDS[job.kind].distributed:  # the world size sets the global batch, hence the result
+        payload["world_size"] = job.resources.world_size
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

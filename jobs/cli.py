@@ -430,7 +430,8 @@ def resubmit(run: str | None, failed: bool, mem: tuple[str, ...], time_limit: tu
     if not selection:
         click.echo(f"run {found.id}: nothing to resubmit, every job completed")
         return
-    overrides = parse_overrides({"mem": mem, "time": time_limit}, list(selection))
+    overrides = parse_overrides({"mem": mem, "time": time_limit},
+                                {s.name: s.kind for s in states if s.name in selection})
     changes = apply_overrides(found, overrides)
     record_resubmission(found, selection, changes)
     refresh_cache_keys(found, list(selection))

@@ -48,6 +48,10 @@ class Kind:
     # The kind runs under torchrun (torch.distributed env: RANK, WORLD_SIZE...), so its jobs
     # may ask for resources.processes_per_node > 1 and nodes > 1 (jobs.runtime launches it).
     distributed: bool = False
+    # The kind saves checkpoints, resumes from them when run again, and on SIGUSR1/SIGTERM
+    # saves one and exits 75 (lyricgen.preempt): its jobs get SLURM's warning signal before
+    # the time limit and `--requeue` (jobs.render), and job.sh requeues them on exit 75.
+    checkpoints: bool = False
 
     def job_level_output(self, output: str) -> bool:
         """An output that names the job's whole out/ dir ("."), valid for array jobs too."""
@@ -162,14 +166,14 @@ TRAIN_RNN = Kind(
         "arch": _p("str", "lstm", "recurrent cell", choices=("rnn", "lstm", "gru")),
         "level": _p("str", "char", "token level", choices=("char", "word")),
         "epochs": _p("int", 30, "passes over the data (each token once per pass)", min=1),
-        "hidden_size": _p("int", 768, "recurrent state size", min=1),
+        "hidden_size": _p("int", 384, "recurrent state size", min=1),
         "embedding_dim": _p("int", 64, "token embedding size", min=1),
         "num_layers": _p("int", 1, "stacked recurrent layers", min=1, max=16),
         "dropout": _p("float", 0.1, "dropout on embeddings, between layers and on outputs",
                       min=0, max=0.95),
         "tie_weights": _p("bool", False, "share embedding and output weights (a projection is "
                                          "added when hidden_size != embedding_dim)"),
-        "lr": _p("float", 3e-3, "peak AdamW learning rate", min=0),
+        "lr": _p("float", 8e-3, "peak AdamW learning rate", min=0),
         "lr_schedule": _p("str", "cosine", "decay after warmup; follows the wall clock when "
                                            "max_minutes is set",
                           choices=("cosine", "linear", "constant")),
@@ -178,7 +182,9 @@ TRAIN_RNN = Kind(
                            max=1),
         "weight_decay": _p("float", 0.01, "AdamW decoupled weight decay (matrices only)", min=0),
         "grad_clip": _p("float", 1.0, "max global gradient norm; 0: no clipping", min=0),
-        "batch_size": _p("int", 64, "parallel contiguous streams", min=1),
+        "batch_size": _p("int", 8, "parallel contiguous streams (small batches: more updates "
+                                        "per token; CPU LSTMs run as fast per token at 8 as at 64)",
+                           min=1),
         "seq_len": _p("int", 128, "truncated BPTT window (tokens)", min=1),
         "min_count": _p("int", 2, "word level: rarer words become <unk>", min=1),
         "lowercase": _p("bool", False, "lowercase the text (bpc then describes lowercased text)"),
@@ -201,6 +207,7 @@ TRAIN_RNN = Kind(
     outputs={"checkpoint": "checkpoint", "metrics": "metrics.json"},
     resources={"cpus": 4, "mem": "8G", "time": "04:00:00"},
     gpu_capable=True,
+    checkpoints=True,
 )
 
 FINETUNE_LLAMA = Kind(
@@ -249,6 +256,7 @@ FINETUNE_LLAMA = Kind(
     resources={"gpus": 1, "cpus": 8, "mem": "32G", "time": "12:00:00"},
     gpu_capable=True,
     distributed=True,
+    checkpoints=True,
 )
 
 KINDS: dict[str, Kind] = {k.name: k for k in (SCRAPE, CLEAN, GENERATE_GRID, REPORT, TRAIN_RNN,

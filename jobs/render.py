@@ -5,8 +5,12 @@ template, so the same spec always gives the same text (golden files in tests/gol
 script works under `sbatch` and under plain `bash job.sh` (the local executor sets
 SLURM_ARRAY_TASK_ID for array tasks). It runs
 `<runtime argv> -m lyricgen KIND --config JOB_DIR/config.json --task $TASK` from the project
-dir, with TASK = $SLURM_ARRAY_TASK_ID (default 0) for arrays and 0 for single jobs.
+dir, with TASK = $SLURM_ARRAY_TASK_ID (default 0) for arrays and 0 for single jobs; a
+distributed job runs it behind torchrun (and srun for several nodes; see jobs/runtime.py).
 Parameter values never appear in the script: they live only in config.json.
+
+A multi-node job's script runs only inside an sbatch allocation of its node count: under
+plain bash it records FAILED with exit code 2 and says why before starting anything.
 
 Before submitting, the caller must create `JOB_DIR/logs/` (SLURM opens
 `logs/slurm-%j.out`, or `logs/slurm-%A_%a.out` for arrays, before the script starts) and
@@ -16,22 +20,45 @@ Status file (the script's own record, which outlives SLURM's memory of the job):
 `JOB_DIR/status/<TASK>.json`, replaced atomically (temp file + mv) at start and at exit.
 One JSON object, always with exactly these keys:
 
-    {"schema": 1, "task": 0, "state": "RUNNING", "exit_code": null, "signal": null,
-     "host": "node01", "slurm_job_id": 1234, "slurm_array_job_id": null, "pid": 4242,
-     "started": 1700000000, "finished": null}
+    {"schema": 2, "task": 0, "state": "RUNNING", "exit_code": null, "signal": null,
+     "reason": null, "requeues": 0, "host": "node01", "slurm_job_id": 1234,
+     "slurm_array_job_id": null, "pid": 4242, "started": 1700000000, "finished": null}
 
 - state: RUNNING (written at start), COMPLETED (exit 0), FAILED (any other exit, including
-  failures before lyricgen starts and a child killed by the kernel, e.g. 137 for OOM), or
-  CANCELLED (the script got SIGTERM, SIGINT or SIGUSR1: it sends SIGTERM to lyricgen, waits
-  for it, and exits 128+signal number).
+  failures before lyricgen starts and a child killed by the kernel, e.g. 137 for OOM),
+  CANCELLED (the script got SIGTERM, SIGINT, or SIGUSR1 for a kind that does not
+  checkpoint: it sends SIGTERM to lyricgen, waits for it, and exits 128+signal number), and
+  for kinds that checkpoint (jobs.kinds Kind.checkpoints) REQUEUED or PREEMPTED (below).
 - exit_code: the script's exit status (lyricgen's, or 128+N when cancelled); null while
-  RUNNING. signal: "TERM", "INT" or "USR1" when CANCELLED, else null.
+  RUNNING. signal: "TERM", "INT" or "USR1" when a signal to the script ended it, else null.
+- reason: one line of [A-Za-z0-9 ._:,;()=+-] saying why a preempted task stopped and what
+  happens next; null otherwise. requeues: $SLURM_RESTART_COUNT (times SLURM requeued the
+  job, by itself or by this script; 0 when unset), so a requeued task that completes says so.
 - host: $HOSTNAME when it matches [A-Za-z0-9._-]+, else null. slurm_job_id /
   slurm_array_job_id: integers from $SLURM_JOB_ID / $SLURM_ARRAY_JOB_ID, null when unset
   (local runs). pid: the script's process id. started / finished: integer Unix seconds;
   finished is null while RUNNING.
 A script killed with SIGKILL (scancel after KillWait, node failure) leaves state RUNNING:
 the executor must then trust SLURM or notice the process is gone.
+
+Preemption and time limits (kinds that checkpoint): the header adds `--requeue`,
+`--open-mode=append` (a requeued job appends to its log instead of truncating it) and, unless
+resources.signal_seconds is 0, `--signal=B:USR1@N` (jobs.resources.warning_seconds): SLURM
+sends SIGUSR1 to the batch shell only, N seconds before the time limit (`scancel
+--signal=USR1 --batch ID` does the same by hand). The script forwards it to lyricgen (under
+torchrun to torchrun, which jobs.runtime starts with --signals-to-handle including SIGUSR1,
+so it forwards it to every worker and waits up to --shutdown-timeout for them; across nodes
+to srun, which forwards it to each node's torchrun and exits with their code), which saves
+a checkpoint and exits 75 (lyricgen.preempt). Then, by lyricgen's exit code: 0 (it finished
+in time) COMPLETED, 2 (bad input) FAILED, anything else is a preemption: 75 means a
+checkpoint was saved at the signal, others (torchrun exits 1 after forwarding a signal; a
+process signalled while loading dies of SIGUSR1, 138) that the rerun resumes from the newest
+periodic checkpoint. A preempted script runs `scontrol requeue $SLURM_JOB_ID` (an array
+task's own id) when SLURM_JOB_ID is a number, and records REQUEUED (SLURM starts the job
+again from the top of job.sh after its requeue delay, about 2 minutes, and it resumes from
+the checkpoint); otherwise (local executor, or the requeue failed) it records PREEMPTED with
+the reason and exits with lyricgen's code, and `jobctl resubmit --failed` resumes it. Exit
+75 without a signal to the script (lyricgen signalled directly) is handled the same way.
 """
 
 from __future__ import annotations
@@ -43,16 +70,28 @@ from pathlib import Path
 
 import jinja2
 
-from jobs.runtime import ENV_NAME, cache_env, container_env_names, lyricgen_argv
+from jobs.kinds import KINDS, Kind
+from jobs.resources import time_limit_seconds, warning_seconds
+from jobs.runtime import (
+    ENV_NAME,
+    RDZV_ENDPOINT,
+    ScriptVariable,
+    Word,
+    cache_env,
+    container_env_names,
+    launch_env,
+    lyricgen_argv,
+)
 from jobs.spec import SAFE_NAME, JobSpec, Profile
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "sbatch.sh.j2"
-STATUS_SCHEMA = 1
+STATUS_SCHEMA = 2
 # Options the renderer sets itself; a profile or job `extra` may not override them.
 RESERVED_SBATCH = frozenset({
     "job-name", "output", "error", "cpus-per-task", "mem", "time", "nodes", "partition",
-    "gres", "array", "chdir", "export", "dependency", "parsable", "wrap",
+    "gres", "array", "chdir", "export", "dependency", "parsable", "wrap", "ntasks",
+    "ntasks-per-node", "signal", "requeue", "no-requeue", "open-mode",
 })
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 # #SBATCH lines are not shell-parsed: values must be single plain words.
@@ -71,7 +110,10 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
     _check_paths(job_dir, project_dir)
     if not SAFE_NAME.match(job.name):
         raise ValueError(f"job name {job.name!r} must match {SAFE_NAME.pattern}")
-    env = {**cache_env(profile), **profile.env}
+    job_env = launch_env(job)
+    env = {**cache_env(profile), **job_env, **profile.env}
+    kind = KINDS.get(job.kind)
+    _check_signal(job, kind)
     for name in env:
         if not ENV_NAME.match(name):
             raise ValueError(f"profile {profile.name}: env: {name!r} is not a valid "
@@ -83,20 +125,26 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
         log=str(job_dir / "logs" / ("slurm-%A_%a.out" if job.array else "slurm-%j.out")),
         sbatch=sbatch_options(job, profile),
         env=env,
-        container_env=container_env_names(profile),
+        container_env=container_env_names(profile, job_env),
         modules=profile.modules,
         argv=lyricgen_argv(job, profile, project_dir, job_dir),
+        rdzv_endpoint=RDZV_ENDPOINT,
         status_schema=STATUS_SCHEMA,
+        checkpoints=kind.checkpoints if kind else False,
+        signal_seconds=warning_seconds(job.resources, kind),
     )
 
 
 def sbatch_options(job: JobSpec, profile: Profile) -> list[tuple[str, str]]:
-    """(option, value) pairs for the #SBATCH lines other than name and logs: resources,
-    partition (job's, else profile's), gres, array, then profile.sbatch updated by
-    job.resources.extra. Raises ValueError for reserved or unsafe options."""
+    """(option, value) pairs for the #SBATCH lines other than name and logs: resources
+    (ntasks-per-node=1 for several nodes), partition (job's, else profile's), gres, array,
+    then profile.sbatch updated by job.resources.extra. Raises ValueError for reserved or
+    unsafe options."""
     res = job.resources
     options = [("cpus-per-task", str(res.cpus)), ("mem", res.mem), ("time", res.time),
                ("nodes", str(res.nodes))]
+    if res.nodes > 1:  # one srun task (a torchrun) per node; cpus, mem and gres are per node
+        options.append(("ntasks-per-node", "1"))
     partition = res.partition or profile.partition
     if partition:
         options.append(("partition", partition))
@@ -120,6 +168,15 @@ def sbatch_options(job: JobSpec, profile: Profile) -> list[tuple[str, str]]:
     return options
 
 
+def _check_signal(job: JobSpec, kind: Kind | None) -> None:
+    """A warning signal at or beyond the time limit (an explicit signal_seconds, then a
+    shorter `jobctl resubmit --time`) would make SLURM signal the job as it starts."""
+    seconds, limit = warning_seconds(job.resources, kind), time_limit_seconds(job.resources.time)
+    if seconds >= limit:
+        raise ValueError(f"job {job.name}: resources.signal_seconds={seconds} must be less "
+                         f"than the time limit ({job.resources.time} = {limit} s)")
+
+
 def _check_paths(job_dir: Path, project_dir: Path) -> None:
     for label, path in (("job_dir", job_dir), ("project_dir", project_dir)):
         if not Path(path).is_absolute():
@@ -141,15 +198,30 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["q"] = shlex.quote
+    env.filters["word"] = _shell_word
     env.filters["sc2016"] = _sc2016_directive
     return env
 
 
-def _sc2016_directive(value: str | list[str]) -> str:
-    """A shellcheck directive line when a value (or any of a list) holds `$` or a backtick,
-    else "". Put before a command that single-quotes such a value on purpose: shellcheck
-    would flag it (SC2016, "expressions don't expand in single quotes")."""
-    values = [value] if isinstance(value, str) else value
+def _shell_word(word: Word) -> str:
+    """A quoted argv word: a string verbatim (shlex.quote), a ScriptVariable as its quoted
+    prefix followed by "${NAME}", which the shell expands when the command runs. A word
+    with a comma is single-quoted although the shell would not need it: in an array,
+    shellcheck takes a bare comma for a mistaken separator (SC2054)."""
+    if isinstance(word, ScriptVariable):
+        if not ENV_NAME.match(word.name):
+            raise ValueError(f"{word.name!r} is not a shell variable name")
+        return f'{shlex.quote(word.prefix)}"${{{word.name}}}"'
+    quoted = shlex.quote(word)
+    return f"'{word}'" if quoted == word and "," in word else quoted
+
+
+def _sc2016_directive(value: str | list[Word]) -> str:
+    """A shellcheck directive line when a value (or any literal of a list) holds `$` or a
+    backtick, else "". Put before a command that single-quotes such a value on purpose:
+    shellcheck would flag it (SC2016, "expressions don't expand in single quotes")."""
+    words = [value] if isinstance(value, str) else value
+    values = [w.prefix if isinstance(w, ScriptVariable) else w for w in words]
     if any("$" in item or "`" in item for item in values):
         return "# shellcheck disable=SC2016  # single-quoted on purpose: a literal value\n"
     return ""

@@ -25,6 +25,7 @@ from typing import Any
 
 from jobs.errors import UsageError
 from jobs.executors import FAILURES, UNKNOWN, JobState
+from jobs.kinds import KINDS
 from jobs.plan import render_job, spec_from_dict
 from jobs.resources import parse_resources
 from jobs.spec import Profile, Source
@@ -49,28 +50,29 @@ def current_user() -> str:
         return str(os.getuid())
 
 
-def parse_overrides(values: Mapping[str, Sequence[str]], jobs: Sequence[str]) -> Overrides:
-    """{key: ["[JOB=]VALUE", ...]} (key "mem" or "time") -> {job: {key: checked value}}.
-    Raises InputError (`--mem: mem: expected a size ...`) or UsageError for a job that is
-    not being resubmitted."""
+def parse_overrides(values: Mapping[str, Sequence[str]], kinds: Mapping[str, str]) -> Overrides:
+    """{key: ["[JOB=]VALUE", ...]} (key "mem" or "time") -> {job: {key: checked value}};
+    `kinds` maps each job being resubmitted to its kind. Raises InputError (`--mem: mem:
+    expected a size ...`) or UsageError for a job that is not being resubmitted."""
     overrides: Overrides = {}
     for key, texts in values.items():
         for text in texts:
             name, sep, value = text.rpartition("=")
-            targets = [name] if sep else list(jobs)
-            if sep and name not in jobs:
+            targets = [name] if sep else list(kinds)
+            if sep and name not in kinds:
                 raise UsageError(f"--{key} {text}: job {name!r} has nothing to resubmit "
-                                 f"(resubmitting: {', '.join(jobs)})")
-            checked = _check_resource(key, value)
+                                 f"(resubmitting: {', '.join(kinds)})")
             for target in targets:
-                overrides.setdefault(target, {})[key] = checked
+                overrides.setdefault(target, {})[key] = _check_resource(key, value,
+                                                                        kinds[target])
     return overrides
 
 
-def _check_resource(key: str, value: str) -> str:
+def _check_resource(key: str, value: str, kind: str) -> str:
+    """`value` checked as the manifest's `resources.KEY` of a job of `kind` would be."""
     data = LineDict(0)
     data[key] = value
-    return getattr(parse_resources(data, {}, Where(f"--{key}"), 0), key)
+    return getattr(parse_resources(data, KINDS[kind], Where(f"--{key}"), 0), key)
 
 
 def apply_overrides(run: Run, overrides: Overrides) -> Overrides:

@@ -11,6 +11,13 @@ process per GPU) or 1 without GPUs; with GPUs it must equal gpus (DDP puts local
 GPU r: fewer processes leave GPUs idle, more crash), and it may not exceed cpus (the CPUs of
 a node, shared by its processes).
 
+`signal_seconds` (int, 0 to 65535; 0 = off): how long before the time limit SLURM sends
+SIGUSR1 to the script of a kind that checkpoints (Kind.checkpoints), which saves a checkpoint
+and requeues the job. Left out, `warning_seconds` picks 300 s, at most a tenth of the time
+limit; an explicit value must be below the limit (SLURM would signal at once, and the job
+would requeue itself forever) and is refused for kinds that do not checkpoint. SLURM may send
+the signal up to 60 s early (its event resolution).
+
 `sbatch_options` checks `resources.extra` and a profile's `sbatch:` mapping: long option
 names (`account`, `qos`, `constraint`...) with string or integer values on one line. Options
 that jobctl sets itself (job-name, output, array, dependency, ...) are refused, and so are
@@ -36,15 +43,19 @@ PARTITION = re.compile(r"[A-Za-z0-9_.-]+(?:,[A-Za-z0-9_.-]+)*")
 _OPTION = re.compile(r"[a-z][a-z0-9-]*")
 CONTROLLED_OPTIONS = frozenset({
     "job-name", "output", "error", "input", "array", "dependency", "parsable", "wrap", "chdir",
-    "export", "wait", "test-only", "open-mode", "kill-on-invalid-dep",
+    "export", "wait", "test-only", "open-mode", "kill-on-invalid-dep", "requeue", "no-requeue",
 })
 _RESOURCE_OPTIONS = {
     "gres": "gpus", "gpus": "gpus", "gpus-per-node": "gpus", "cpus-per-task": "cpus",
     "mem": "mem", "mem-per-cpu": "mem", "time": "time", "nodes": "nodes",
     "partition": "partition", "ntasks": "processes_per_node",
-    "ntasks-per-node": "processes_per_node",
+    "ntasks-per-node": "processes_per_node", "signal": "signal_seconds",
 }
-_KEYS = ("gpus", "cpus", "mem", "time", "nodes", "partition", "extra", "processes_per_node")
+_KEYS = ("gpus", "cpus", "mem", "time", "nodes", "partition", "extra", "processes_per_node",
+         "signal_seconds")
+_SIGNAL = "signal_seconds"
+MAX_SIGNAL_SECONDS = 65535  # SLURM keeps --signal's time in 16 bits
+DEFAULT_SIGNAL_SECONDS = 300
 _COUNTS = ("gpus", "cpus", "nodes", "processes_per_node")
 _PROCESSES = "processes_per_node"
 
@@ -59,7 +70,7 @@ def parse_resources(data: Any, kind: Kind, where: Where, line: int) -> Resources
     merged = dataclasses.replace(Resources(), **{**kind.resources, **checked})
     if _PROCESSES not in checked and _PROCESSES not in kind.resources and kind.distributed:
         merged = dataclasses.replace(merged, processes_per_node=max(merged.gpus, 1))
-    problem = _launch_problem(merged, kind, "gpus" in given)
+    problem = _launch_problem(merged, kind, "gpus" in given) or _signal_problem(merged, kind)
     if problem:
         key, message = problem
         raise where.at(key).error(given.line_of(key), message)
@@ -89,9 +100,57 @@ def _distributed_kinds() -> str:
     return ", ".join(name for name, kind in KINDS.items() if kind.distributed)
 
 
+def _signal_problem(res: Resources, kind: Kind) -> tuple[str, str] | None:
+    """(key, message) when an explicit signal_seconds cannot work, else None."""
+    if not res.signal_seconds:
+        return None
+    if not kind.checkpoints:
+        kinds = ", ".join(name for name, k in KINDS.items() if k.checkpoints)
+        return _SIGNAL, (f"kind {kind.name} does not checkpoint, so it cannot use a warning "
+                         f"signal before its time limit (kinds that do: {kinds}); remove it "
+                         "or set 0")
+    limit = time_limit_seconds(res.time)
+    if res.signal_seconds >= limit:
+        return _SIGNAL, (f"{res.signal_seconds} s must be less than the time limit "
+                         f"({res.time} = {limit} s), or SLURM signals the job as it starts")
+    return None
+
+
+def time_limit_seconds(text: str) -> int:
+    """Seconds of a checked SLURM time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
+    D-HH:MM:SS)."""
+    days, sep, clock = text.partition("-")
+    if not sep:
+        days, clock = "0", text
+    parts = [int(part) for part in clock.split(":")]
+    if sep:  # D-HH, D-HH:MM, D-HH:MM:SS
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:  # HH:MM:SS
+        hours, minutes, seconds = parts
+    else:  # MM or MM:SS
+        hours, minutes, seconds = 0, parts[0], parts[1] if len(parts) == 2 else 0
+    return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def warning_seconds(res: Resources, kind: Kind | None) -> int:
+    """Seconds before the time limit at which SLURM signals the job (0: no signal): an
+    explicit signal_seconds, else DEFAULT_SIGNAL_SECONDS capped at a tenth of the limit, for
+    kinds that checkpoint; always 0 for other kinds."""
+    if kind is None or not kind.checkpoints:
+        return 0
+    if res.signal_seconds is not None:
+        return res.signal_seconds
+    return min(DEFAULT_SIGNAL_SECONDS, time_limit_seconds(res.time) // 10)
+
+
 def _check(key: str, value: Any, where: Where, line: int) -> Any:
     if key in _COUNTS:
         return integer(value, where, line, 0 if key == "gpus" else 1)
+    if key == _SIGNAL:
+        seconds = integer(value, where, line, 0)
+        if seconds > MAX_SIGNAL_SECONDS:
+            raise where.error(line, f"must be <= {MAX_SIGNAL_SECONDS} seconds, got {seconds}")
+        return seconds
     if key == "mem":
         if isinstance(value, str) and _MEM.fullmatch(value):
             return value.upper()

@@ -5,7 +5,7 @@ This module is the ONE place where a job's command line is built (`runtime_argv`
 `lyricgen_argv`); `jobs.render` only quotes and joins what it returns.
 
 Distributed launch (kinds with `distributed=True`, world size nodes * processes_per_node > 1):
-- one node: `<python> -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=P
+- one node: `<python> -m torch.distributed.run --nnodes=1 --nproc-per-node=P --standalone
   -m lyricgen ...`. The standalone rendezvous takes a free local port, so several such jobs
   can share a machine, and the script runs the same under sbatch and under plain bash.
 - N nodes: `srun --nodes=N --ntasks-per-node=1 --cpus-per-task=C --kill-on-bad-exit=1
@@ -15,9 +15,16 @@ Distributed launch (kinds with `distributed=True`, world size nodes * processes_
   first host of $SLURM_JOB_NODELIST and a port derived from the job id) and refuses to run
   outside an sbatch allocation of N nodes; those two words are `ScriptVariable`s. srun gets
   --cpus-per-task again because srun does not inherit it from sbatch (SLURM >= 22.05).
+  Under apptainer, srun starts `bash -c NODE_GPU_ENV` on each node first: the script's
+  APPTAINERENV_CUDA_VISIBLE_DEVICES holds the batch node's GPUs, and srun would copy it to
+  every node, so each node re-forwards its own CUDA_VISIBLE_DEVICES (--cleanenv drops it).
   A profile with `executor: local` cannot run such a job (ValueError).
 Python is always `<runtime argv> -m torch.distributed.run` (not a `torchrun` on PATH), so the
-host venv or the image's python runs it.
+host venv or the image's python runs it. For a kind that checkpoints, torchrun also gets
+`--signals-to-handle=...,SIGUSR1` (by default it handles only TERM, INT, HUP and QUIT, and
+SIGUSR1 would kill it and orphan its workers): it then forwards job.sh's SIGUSR1 (the
+time-limit warning, see jobs.render) to every worker, and waits `--shutdown-timeout` seconds
+(the warning time, at least torchrun's default 30) for their checkpoint before SIGKILL.
 
 Apptainer contract:
 - `--cleanenv` drops the host environment; only the names from `container_env_names` reach
@@ -38,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from jobs.kinds import KINDS
+from jobs.resources import warning_seconds
 from jobs.spec import JobSpec, Profile
 
 RUNTIMES = ("host", "apptainer")
@@ -97,8 +105,15 @@ class ScriptVariable:
 
 
 Word = str | ScriptVariable
+# Run by srun on every node before apptainer (module docstring); "$@" is the apptainer argv.
+NODE_GPU_ENV = ('if [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then '
+                'export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; '
+                'else unset APPTAINERENV_CUDA_VISIBLE_DEVICES; fi; exec "$@"')
 # Variables the multi-node script sets before its command runs (templates/sbatch.sh.j2).
 RDZV_ENDPOINT = "RDZV_ENDPOINT"
+# torchrun's default signals plus SIGUSR1 (module docstring); its default shutdown wait.
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+TORCHRUN_SHUTDOWN_TIMEOUT = 30
 
 
 def lyricgen_argv(job: JobSpec, profile: Profile, project_dir: Path,
@@ -116,24 +131,46 @@ def lyricgen_argv(job: JobSpec, profile: Profile, project_dir: Path,
     python = runtime_argv(job, profile, project_dir, job_dir)
     if res.world_size == 1:
         return [*python, *program]
+    _check_distributed(job, profile)
+    torchrun = [*python, "-m", "torch.distributed.run", f"--nnodes={res.nodes}",
+                f"--nproc-per-node={res.processes_per_node}", *_torchrun_signals(job)]
+    if res.nodes == 1:
+        return [*torchrun, "--standalone", *program]
+    rendezvous = ["--rdzv-backend=c10d", ScriptVariable("--rdzv-id=", "SLURM_JOB_ID"),
+                  ScriptVariable("--rdzv-endpoint=", RDZV_ENDPOINT)]
+    return [*_srun(job, profile), *torchrun, *rendezvous, *program]
+
+
+def _torchrun_signals(job: JobSpec) -> list[str]:
+    """torchrun options that forward SIGUSR1 to the workers of a kind that checkpoints."""
+    kind = KINDS.get(job.kind)
+    if kind is None or not kind.checkpoints:
+        return []
+    wait = max(TORCHRUN_SHUTDOWN_TIMEOUT, warning_seconds(job.resources, kind))
+    return [f"--signals-to-handle={TORCHRUN_SIGNALS}", f"--shutdown-timeout={wait}"]
+
+
+def _check_distributed(job: JobSpec, profile: Profile) -> None:
+    res = job.resources
     kind = KINDS.get(job.kind)
     if kind is None or not kind.distributed:
         raise ValueError(f"job {job.name}: kind {job.kind} runs as one process; nodes="
                          f"{res.nodes} processes_per_node={res.processes_per_node} needs a "
                          "kind launched with torchrun")
-    torchrun = [*python, "-m", "torch.distributed.run"]
-    per_node = f"--nproc-per-node={res.processes_per_node}"
-    if res.nodes == 1:
-        return [*torchrun, "--standalone", "--nnodes=1", per_node, *program]
-    if profile.executor == "local":
+    if res.nodes > 1 and profile.executor == "local":
         raise ValueError(f"job {job.name}: nodes={res.nodes} needs SLURM, but profile "
                          f"{profile.name} has executor: local, which runs on this machine "
                          "only; use a profile with executor: slurm or nodes: 1")
+
+
+def _srun(job: JobSpec, profile: Profile) -> list[str]:
+    """srun starting one task per node (+ the per-node GPU shim under apptainer)."""
+    res = job.resources
     srun = ["srun", f"--nodes={res.nodes}", "--ntasks-per-node=1",
             f"--cpus-per-task={res.cpus}", "--kill-on-bad-exit=1"]
-    rendezvous = ["--rdzv-backend=c10d", ScriptVariable("--rdzv-id=", "SLURM_JOB_ID"),
-                  ScriptVariable("--rdzv-endpoint=", RDZV_ENDPOINT)]
-    return [*srun, *torchrun, f"--nnodes={res.nodes}", per_node, *rendezvous, *program]
+    if profile.runtime == "apptainer":
+        srun += ["bash", "-c", NODE_GPU_ENV, "node-env"]
+    return srun
 
 
 def launch_env(job: JobSpec) -> dict[str, str]:

@@ -37,6 +37,11 @@ class Resources:
     distributed job (jobs.kinds Kind.distributed): torchrun starts that many processes on each
     node, world size nodes * processes_per_node. jobs.resources resolves its default (gpus
     for a distributed kind with GPUs, else 1), so a loaded spec always holds the real count.
+
+    `signal_seconds`: how long before the time limit SLURM sends the job's script SIGUSR1
+    (`--signal=B:USR1@N`), for kinds that checkpoint (Kind.checkpoints): the job saves a
+    checkpoint and requeues itself. None: automatic (jobs.resources.warning_seconds: 300 s,
+    at most a tenth of the time limit); 0: no warning signal.
     """
 
     gpus: int = 0
@@ -47,6 +52,7 @@ class Resources:
     partition: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
     processes_per_node: int = 1
+    signal_seconds: int | None = None
 
     @property
     def world_size(self) -> int:

@@ -141,13 +141,14 @@ class Run:
 def write_task_status(job_dir: Path, task: int, state: str, reason: str,
                       exit_code: int | None = None) -> None:
     """A status file for a task that job.sh did not (or could not) write itself: PENDING
-    before a local start, CANCELLED for dependency failures and cancellations."""
+    before a local start, CANCELLED for dependency failures and cancellations. Same keys
+    as job.sh's own (format: jobs/render.py)."""
     now = int(time.time())
     finished = None if state == "PENDING" else now
     atomic_write_json(job_dir / "status" / f"{task}.json", {
-        "schema": 1, "task": task, "state": state, "exit_code": exit_code, "signal": None,
-        "host": socket.gethostname(), "slurm_job_id": None, "slurm_array_job_id": None,
-        "pid": None, "started": None, "finished": finished, "reason": reason,
+        "schema": 2, "task": task, "state": state, "exit_code": exit_code, "signal": None,
+        "reason": reason, "requeues": 0, "host": socket.gethostname(), "slurm_job_id": None,
+        "slurm_array_job_id": None, "pid": None, "started": None, "finished": finished,
     })
 
 

@@ -1,6 +1,7 @@
 """`python -m lyricgen KIND --config config.json [--task N]`, plus utility subcommands.
 
-Exit codes: 0 success, 1 failure, 2 bad input (one line on stderr, no traceback).
+Exit codes: 0 success, 1 failure, 2 bad input (one line on stderr, no traceback), 75 stopped
+by SIGUSR1/SIGTERM after saving a checkpoint (lyricgen.preempt; run it again to resume).
 The task index defaults to $SLURM_ARRAY_TASK_ID, then 0.
 """
 
@@ -15,6 +16,7 @@ import click
 from lyricgen.context import load_config, write_provenance
 from lyricgen.errors import LyricgenInputError
 from lyricgen.kinds import ENTRY_POINTS, load_runner
+from lyricgen.preempt import Preempted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     except LyricgenInputError as exc:
         click.echo(f"lyricgen: error: {exc}", err=True)
         sys.exit(2)
+    except Preempted as exc:
+        click.echo(f"lyricgen: {exc}", err=True)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lyricgen.errors import LyricgenInputError
+
 
 def _read_umask() -> int:
     current = os.umask(0o022)
@@ -83,3 +85,51 @@ def read_jsonl(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}:{number}: invalid JSON line ({exc})") from exc
     return records
+
+
+def remove_stale_temp_files(directory: str | Path) -> list[Path]:
+    """Delete the temp files (`.NAME.XXXXXXXX.tmp`) that atomic writes in `directory` left
+    behind when their process was killed (SIGKILL, OOM killer, node failure): the target
+    files themselves are always complete, but these partial copies would stay forever.
+    Call it when a job starts, before anything writes there (never while another process
+    may be writing). Only files directly in `directory` are removed; returns them."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+MAX_UNMARKED_CHARS = 10_000  # a text without any song marker is one song at most this long
+
+
+def read_text_file(path: Path, key: str | None = None) -> str:
+    """UTF-8 text of a file (BOM dropped); one-line LyricgenInputError naming the file (and
+    `key`, the param it came from) for missing, unreadable, empty, binary (NUL bytes) and
+    non-UTF-8 files -- the last with line and byte offset."""
+    where = f"{path}: {key}:" if key else f"{path}:"
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise LyricgenInputError(f"{where} file not found") from exc
+    except IsADirectoryError as exc:
+        raise LyricgenInputError(f"{where} is a directory, expected a text file") from exc
+    except OSError as exc:
+        raise LyricgenInputError(f"{where} cannot read ({exc.strerror})") from exc
+    if not data.strip():
+        raise LyricgenInputError(f"{where} empty file")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise LyricgenInputError(f"{where} binary file (NUL byte at byte offset {nul})")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        prefix = f"{path}:{line}: {key}:" if key else f"{path}:{line}:"
+        raise LyricgenInputError(f"{prefix} not UTF-8 (byte 0x{data[exc.start]:02x} at "
+                                 f"byte offset {exc.start})") from exc
+
+
+def has_marker_line(text: str, marker: str) -> bool:
+    return any(line.strip() == marker for line in text.split("\n"))

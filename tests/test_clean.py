@@ -296,7 +296,7 @@ def test_malformed_inputs_give_one_line_naming_the_file(tmp_path, name, content,
 
 
 def test_missing_input_and_empty_directory(tmp_path):
-    assert "input not found" in error_of(lambda: run_clean(tmp_path, tmp_path / "nope.jsonl"))
+    assert "not found" in error_of(lambda: run_clean(tmp_path, tmp_path / "nope.jsonl"))
     (tmp_path / "empty").mkdir()
     assert "no .txt files" in error_of(lambda: run_clean(tmp_path, tmp_path / "empty"))
 

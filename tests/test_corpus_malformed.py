@@ -133,12 +133,8 @@ TRAIN_CASES = [
     pytest.param("empty.txt", b"", id="empty"),
     pytest.param("image.txt", PNG, id="png"),
     pytest.param("latin1.txt", "canción de la mañana\n".encode("latin-1"), id="latin1"),
-    pytest.param("nuls.txt", VERSE.encode() + b"\x00\x00\x01" + VERSE.encode(), id="nuls",
-                 marks=pytest.mark.xfail(strict=True, reason="lyricgen/rnn/data.py read_text "
-                                         "accepts NUL bytes (a binary file) and trains")),
-    pytest.param("unmarked.txt", UNMARKED, id="unmarked",
-                 marks=pytest.mark.xfail(strict=True, reason="train-rnn trains on a large text "
-                                         f"without any {MARKER} marker line")),
+    pytest.param("nuls.txt", VERSE.encode() + b"\x00\x00\x01" + VERSE.encode(), id="nuls"),
+    pytest.param("unmarked.txt", UNMARKED, id="unmarked"),
 ]
 
 

@@ -8,6 +8,7 @@ and munge programs are missing.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -149,7 +150,8 @@ def test_cancel_running_job_cancels_its_dependent(slurm_cluster: object, fake_py
     assert code == 1
     assert states(report) == {"slow": ["CANCELLED"], "later": ["CANCELLED"]}
     slow, later = report["jobs"]
-    assert slow["tasks"][0]["reason"] == "signal TERM"
+    assert slow["tasks"][0]["reason"] == f"cancelled by {getpass.getuser()} (jobctl cancel)"
+    assert slow["tasks"][0]["signal"] == "TERM"
     assert later["tasks"][0]["reason"].startswith("dependency failed")
     assert not (Path(later["out_dir"]) / "fake.json").exists()
     ids = [t["job_id"] for job in report["jobs"] for t in job["tasks"]]

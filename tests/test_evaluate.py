@@ -123,7 +123,7 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
     (tmp_path / "latin1.txt").write_bytes("canción".encode("latin-1"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     cases = [(out, tmp_path / "missing.txt", "data: file not found"),
-             (out, tmp_path / "empty.txt", "data: file is empty"),
+             (out, tmp_path / "empty.txt", "data: empty file"),
              (out, tmp_path / "latin1.txt", "data: not UTF-8"),
              (tmp_path / "nowhere", train, "checkpoint: no best.pt"),
              (tmp_path / "junk.pt", train, "checkpoint: not a readable")]

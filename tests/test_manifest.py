@@ -54,6 +54,11 @@ BAD_CASES = {
     "extra_controlled": (5, "resources.extra.dependency", "jobctl sets --dependency itself"),
     "extra_newline": (4, "resources.extra.comment", "control characters"),
     "unknown_resource": (3, "resources.gpu", "did you mean 'gpus'?"),
+    "nodes_single_process_kind": (4, "resources.nodes", "kind clean runs as one process"),
+    "processes_per_gpu": (5, "resources.processes_per_node",
+                          "with gpus: 1 (kind finetune-llama's default) a node runs one "
+                          "process per GPU"),
+    "processes_over_cpus": (3, "resources.processes_per_node", "got cpus: 1"),
     "not_mapping": (1, "", "expected a mapping"),
     "empty_jobs": (2, "jobs", "the pipeline has no jobs"),
     "multi_doc": (2, "", "expected a single document"),
@@ -294,6 +299,32 @@ def test_time_and_mem_forms(tmp_path: Path) -> None:
 def test_extra_refuses_options_jobctl_controls(tmp_path: Path, option: str, hint: str) -> None:
     path = _write(tmp_path, f"kind: scrape\nresources:\n  extra:\n    {option}: x\n")
     _assert_one_line(_error(path), path, 4, f"resources.extra.{option}", hint)
+
+
+FINETUNE = "kind: finetune-llama\nparams: {model_path: m, data_path: d.jsonl}\n"
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ("", (1, 1, 1)),  # the kind's default: one GPU, one process
+    ("resources: {gpus: 4, cpus: 8}", (4, 1, 4)),
+    ("resources: {gpus: 0, cpus: 2}", (0, 1, 1)),
+    ("resources: {gpus: 0, cpus: 4, processes_per_node: 2, nodes: 3}", (0, 3, 2)),
+    ("resources: {gpus: 2, nodes: 2, processes_per_node: 2}", (2, 2, 2)),
+])
+def test_processes_per_node_defaults_to_one_per_gpu(tmp_path: Path, resources: str,
+                                                    expected: tuple[int, int, int]) -> None:
+    res = load_pipeline(_write(tmp_path, FINETUNE + resources + "\n")).jobs[0].resources
+    assert (res.gpus, res.nodes, res.processes_per_node) == expected
+    assert res.world_size == expected[1] * expected[2]
+
+
+def test_single_process_kinds_keep_one_process_whatever_their_gpus(tmp_path: Path) -> None:
+    path = _write(tmp_path, "kind: train-rnn\nparams: {data: t.txt}\nresources: {gpus: 2}\n")
+    res = load_pipeline(path).jobs[0].resources
+    assert (res.gpus, res.processes_per_node, res.nodes) == (2, 1, 1)
+    path = _write(tmp_path, "kind: scrape\nresources:\n  processes_per_node: 2\n  cpus: 2\n")
+    _assert_one_line(_error(path), path, 3, "resources.processes_per_node",
+                     "only kinds launched with torchrun can use more (finetune-llama)")
 
 
 @pytest.fixture

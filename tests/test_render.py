@@ -22,8 +22,8 @@ from jobs.runtime import BASE_CONTAINER_ENV
 from jobs.spec import JobSpec, Profile, Resources, Task
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-STATUS_KEYS = {"schema", "task", "state", "exit_code", "signal", "host", "slurm_job_id",
-               "slurm_array_job_id", "pid", "started", "finished"}
+STATUS_KEYS = {"schema", "task", "state", "exit_code", "signal", "reason", "requeues", "host",
+               "slurm_job_id", "slurm_array_job_id", "pid", "started", "finished"}
 HOSTILE_ENV = {
     "QUOTES": "it's \"quoted\" \\ back",
     "SUBST": "$(touch pwned) `touch pwned2` ${HOME}",
@@ -31,10 +31,19 @@ HOSTILE_ENV = {
 }
 
 
-def job(name: str = "clean", *, tasks: int = 1, **kw: object) -> JobSpec:
+def job(name: str = "clean", *, tasks: int = 1, kind: str = "clean", **kw: object) -> JobSpec:
     resources = kw.pop("resources", Resources(cpus=1, mem="2G", time="00:30:00"))
-    return JobSpec(name=name, kind="clean", profile="p", needs=(), resources=resources,
+    return JobSpec(name=name, kind=kind, profile="p", needs=(), resources=resources,
                    tasks=tuple(Task(i, {"seed": i}, {"seed": i}) for i in range(tasks)), **kw)
+
+
+CLUSTER = Profile(name="cluster", executor="slurm", runtime="apptainer",
+                  image="/shared/images/lyricgen.sif", binds=("/data/corpora:/data:ro",),
+                  env={"TOKENIZERS_PARALLELISM": "false"},
+                  env_passthrough=("GENIUS_ACCESS_TOKEN", "HF_TOKEN"),
+                  modules=("apptainer/1.3", "cuda/12.4"), partition="gpu",
+                  gpu_gres="gpu:titanrtx", sbatch={"account": "lab-nlp", "qos": "normal"},
+                  cache_dir="/scratch/lab/hf-cache")
 
 
 CASES: dict[str, tuple[JobSpec, Profile, Path, Path]] = {
@@ -53,14 +62,34 @@ CASES: dict[str, tuple[JobSpec, Profile, Path, Path]] = {
     "gpu_apptainer_cluster": (
         job("finetune", resources=Resources(gpus=2, cpus=8, mem="64G", time="12:00:00",
                                             partition="gpu-long", extra={"qos": "high"})),
-        Profile(name="cluster", executor="slurm", runtime="apptainer",
-                image="/shared/images/lyricgen.sif", binds=("/data/corpora:/data:ro",),
-                env={"TOKENIZERS_PARALLELISM": "false"},
-                env_passthrough=("GENIUS_ACCESS_TOKEN", "HF_TOKEN"),
-                modules=("apptainer/1.3", "cuda/12.4"), partition="gpu",
-                gpu_gres="gpu:titanrtx", sbatch={"account": "lab-nlp", "qos": "normal"},
-                cache_dir="/scratch/lab/hf-cache"),
+        CLUSTER,
         Path("/scratch/lab/runs/20240101-000000-ab12/finetune"), Path("/home/ana/lyricgen"),
+    ),
+    "ddp_cpu_2proc_host": (
+        job("finetune", kind="finetune-llama",
+            resources=Resources(cpus=4, mem="8G", time="01:00:00", processes_per_node=2)),
+        Profile(name="laptop", python="/srv/lyricgen/.venv/bin/python"),
+        Path("/srv/lyricgen/runs/20240101-000000-ab12/finetune"), Path("/srv/lyricgen"),
+    ),
+    "ddp_4gpu_apptainer": (
+        job("finetune", kind="finetune-llama",
+            resources=Resources(gpus=4, cpus=16, mem="128G", time="24:00:00",
+                                processes_per_node=4)),
+        CLUSTER,
+        Path("/scratch/lab/runs/20240101-000000-ab12/finetune"), Path("/home/ana/lyricgen"),
+    ),
+    "ddp_2node_4gpu_apptainer": (
+        job("finetune", kind="finetune-llama",
+            resources=Resources(gpus=4, cpus=16, mem="128G", time="24:00:00", nodes=2,
+                                processes_per_node=4)),
+        CLUSTER,
+        Path("/scratch/lab/runs/20240101-000000-ab12/finetune"), Path("/home/ana/lyricgen"),
+    ),
+    "train_rnn_preemptible": (
+        job("train", kind="train-rnn",
+            resources=Resources(cpus=4, mem="8G", time="04:00:00", signal_seconds=600)),
+        Profile(name="slurm-host", executor="slurm", python="/opt/venv/bin/python"),
+        Path("/srv/lyricgen/runs/20240101-000000-ab12/train"), Path("/srv/lyricgen"),
     ),
     "hostile_values": (
         job("odd.name-1"),
@@ -107,6 +136,15 @@ def test_shellcheck_clean(name: str, tmp_path: Path) -> None:
         assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_multi_node_header_asks_one_task_per_node() -> None:
+    header = [line for line in render_case("ddp_2node_4gpu_apptainer").splitlines()
+              if line.startswith("#SBATCH")]
+    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=16",
+            "#SBATCH --gres=gpu:titanrtx:4"} <= set(header)
+    single = render_case("ddp_4gpu_apptainer")
+    assert "--ntasks-per-node" not in single and "srun" not in single
+
+
 def test_sbatch_header_and_no_params_in_script() -> None:
     text = render_case("gpu_apptainer_cluster")
     header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
@@ -144,6 +182,12 @@ def test_unsafe_job_dir_is_rejected(job_dir: str) -> None:
     (job(), Profile(name="p", partition="gpu;rm"), "one word"),
     (job(), Profile(name="p", env={"1BAD": "x"}), "valid environment variable name"),
     (job(name="-x"), Profile(name="p"), "job name"),
+    (job(kind="finetune-llama", resources=Resources(cpus=2, nodes=2)), Profile(name="p"),
+     "executor: local"),
+    (job(resources=Resources(cpus=2, processes_per_node=2)), Profile(name="p"),
+     "kind clean runs as one process"),
+    (job(resources=Resources(extra={"ntasks-per-node": "4"})), Profile(name="p"),
+     "set by jobctl"),
 ])
 def test_unrenderable_values_raise(spec: JobSpec, profile: Profile, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -155,7 +199,9 @@ def test_unrenderable_values_raise(spec: JobSpec, profile: Profile, message: str
 FAKE_PYTHON = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$FAKE_OUT/argv"
 pwd > "$FAKE_OUT/cwd"
-for name in QUOTES SUBST LINES; do printf '%s' "${!name-}" > "$FAKE_OUT/env.$name"; done
+for name in QUOTES SUBST LINES OMP_NUM_THREADS; do
+  printf '%s' "${!name-}" > "$FAKE_OUT/env.$name"
+done
 echo $$ > "$FAKE_OUT/pid"
 if [[ -n "${FAKE_SLEEP:-}" ]]; then exec sleep "$FAKE_SLEEP"; fi
 exit "${FAKE_EXIT:-0}"
@@ -306,3 +352,108 @@ def test_apptainer_forwards_set_variables_by_name(tmp_path: Path) -> None:
     assert argv[-9:] == ["/images/l.sif", "python3", "-m", "lyricgen", "clean", "--config",
                          str(job_dir / "config.json"), "--task", "0"]
     assert json.loads((job_dir / "status/0.json").read_text())["state"] == "COMPLETED"
+
+
+# --- distributed launch, run with bash and fake launchers -----------------------------------
+
+FAKE_SRUN = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$FAKE_OUT/srun"
+"""
+FAKE_SCONTROL = """#!/usr/bin/env bash
+if [[ "$*" == "show hostnames node[07-08]" ]]; then printf 'node07\\nnode08\\n'; fi
+"""
+
+
+def ddp_script(paths: dict[str, Path], executor: str, nodes: int = 1) -> Path:
+    spec = job("finetune", kind="finetune-llama",
+               resources=Resources(cpus=4, nodes=nodes, processes_per_node=2))
+    profile = Profile(name="p", executor=executor, python=str(paths["fake"]))
+    text = render_script(spec, profile, job_dir=paths["job_dir"], project_dir=paths["project"])
+    script = paths["job_dir"] / "job.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text(text, encoding="utf-8")
+    return script
+
+
+def test_single_node_script_runs_torchrun_with_the_cpus_shared(project: dict[str, Path]) -> None:
+    result = run_bash(ddp_script(project, "local"), script_env(project))
+    assert result.returncode == 0, result.stderr
+    assert (project["out"] / "argv").read_text().splitlines() == [
+        "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+        "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=300",
+        "--standalone", "-m", "lyricgen", "finetune-llama", "--config",
+        str(project["job_dir"] / "config.json"), "--task", "0"]
+    assert (project["out"] / "env.OMP_NUM_THREADS").read_text() == "2"
+    assert read_status(project, 0)["state"] == "COMPLETED"
+
+
+@pytest.fixture
+def launchers(tmp_path: Path) -> Path:
+    """A directory with fake srun and scontrol, to put first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text, encoding="utf-8")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def test_multi_node_script_refuses_plain_bash(project: dict[str, Path], launchers: Path) -> None:
+    env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}")
+    result = run_bash(ddp_script(project, "slurm", nodes=2), env)
+    assert result.returncode == 2
+    assert "needs an sbatch allocation of 2 nodes" in result.stderr
+    assert not (project["out"] / "srun").exists()
+    status = read_status(project, 0)
+    assert (status["state"], status["exit_code"]) == ("FAILED", 2)
+
+
+def test_multi_node_script_meets_at_the_first_node(project: dict[str, Path],
+                                                    launchers: Path) -> None:
+    env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}", SLURM_JOB_ID="123456",
+                     SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="node[07-08]")
+    result = run_bash(ddp_script(project, "slurm", nodes=2), env)
+    assert result.returncode == 0, result.stderr
+    assert (project["out"] / "srun").read_text().splitlines() == [
+        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=4", "--kill-on-bad-exit=1",
+        str(project["fake"]), "-m", "torch.distributed.run", "--nnodes=2",
+        "--nproc-per-node=2", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        "--shutdown-timeout=300", "--rdzv-backend=c10d", "--rdzv-id=123456",
+        "--rdzv-endpoint=node07:23456", "-m", "lyricgen", "finetune-llama", "--config",
+        str(project["job_dir"] / "config.json"), "--task", "0"]
+    assert read_status(project, 0)["state"] == "COMPLETED"
+
+
+FAKE_NODE_SRUN = """#!/usr/bin/env bash
+while [[ "$1" == --* ]]; do shift; done
+export CUDA_VISIBLE_DEVICES=2,3  # what SLURM gives the step on this node
+exec "$@"
+"""
+
+
+def test_multi_node_apptainer_forwards_each_nodes_own_gpus(project: dict[str, Path],
+                                                           launchers: Path,
+                                                           tmp_path: Path) -> None:
+    """srun copies the batch node's APPTAINERENV_CUDA_VISIBLE_DEVICES to every node; the
+    per-node shim replaces it with the node's own CUDA_VISIBLE_DEVICES."""
+    (launchers / "srun").write_text(FAKE_NODE_SRUN, encoding="utf-8")
+    (launchers / "apptainer").write_text(FAKE_APPTAINER, encoding="utf-8")
+    (launchers / "apptainer").chmod(0o755)
+    spec = job("finetune", kind="finetune-llama",
+               resources=Resources(gpus=2, cpus=4, nodes=2, processes_per_node=2))
+    profile = Profile(name="c", executor="slurm", runtime="apptainer", image="/images/l.sif")
+    script = project["job_dir"] / "job.sh"
+    script.parent.mkdir(parents=True)
+    bindable = tmp_path / "proj"  # apptainer cannot bind the fixture's hostile project name
+    bindable.mkdir()
+    script.write_text(render_script(spec, profile, job_dir=project["job_dir"],
+                                    project_dir=bindable), encoding="utf-8")
+    env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}", SLURM_JOB_ID="42",
+                     SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="node[07-08]",
+                     CUDA_VISIBLE_DEVICES="0,1")
+    result = run_bash(script, env)
+    assert result.returncode == 0, result.stderr
+    assert "APPTAINERENV_CUDA_VISIBLE_DEVICES=2,3" in \
+        (project["out"] / "forwarded").read_text().splitlines()
+    argv = (project["out"] / "argv").read_text().splitlines()
+    assert argv[:2] == ["exec", "--nv"] and "--rdzv-endpoint=node07:20042" in argv

@@ -97,10 +97,17 @@ def test_resume_continues_identically(corpus, tmp_path):
     assert train_steps == sorted(set(train_steps))  # no row written twice
 
 
-def test_resume_refuses_changed_params(corpus, tmp_path):
-    Trainer(tiny(corpus, max_steps=2), tmp_path, progress_bar=False).fit()
+def test_resume_refuses_changed_params_or_data(corpus, tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text(Path(corpus[0]).read_text(encoding="utf-8"), encoding="utf-8")
+    config = tiny(corpus, data=str(data), max_steps=2)
+    Trainer(config, tmp_path / "out", progress_bar=False).fit()
     with pytest.raises(LyricgenInputError, match="hidden_size"):
-        Trainer(tiny(corpus, hidden_size=32), tmp_path, progress_bar=False)
+        Trainer(dataclasses.replace(config, hidden_size=32), tmp_path / "out")
+    Trainer(dataclasses.replace(config, max_steps=3), tmp_path / "out", progress_bar=False)
+    data.write_text(data.read_text(encoding="utf-8") + "más\n", encoding="utf-8")
+    with pytest.raises(LyricgenInputError, match="data: the file changed"):
+        Trainer(config, tmp_path / "out")
 
 
 def test_max_minutes_stops_validates_and_checkpoints(corpus, tmp_path):

@@ -8,9 +8,12 @@ import pytest
 
 from jobs.runtime import (
     BASE_CONTAINER_ENV,
+    NODE_GPU_ENV,
+    ScriptVariable,
     cache_env,
     container_binds,
     container_env_names,
+    launch_env,
     lyricgen_argv,
     runtime_argv,
 )
@@ -20,9 +23,14 @@ PROJECT = Path("/srv/lyricgen")
 JOB_DIR = PROJECT / "runs" / "r1" / "train"
 
 
-def make_job(gpus: int = 0, nodes: int = 1) -> JobSpec:
-    return JobSpec(name="train", kind="clean", profile="p", needs=(),
-                   resources=Resources(gpus=gpus, nodes=nodes), tasks=(Task(0, {}),))
+def make_job(gpus: int = 0, nodes: int = 1, kind: str = "clean", **resources: int) -> JobSpec:
+    return JobSpec(name="train", kind=kind, profile="p", needs=(),
+                   resources=Resources(gpus=gpus, nodes=nodes, **resources),
+                   tasks=(Task(0, {}),))
+
+
+def ddp_job(gpus: int = 0, nodes: int = 1, processes: int = 2, cpus: int = 8) -> JobSpec:
+    return make_job(gpus, nodes, "finetune-llama", processes_per_node=processes, cpus=cpus)
 
 
 def apptainer(**kw: object) -> Profile:
@@ -75,9 +83,66 @@ def test_lyricgen_argv_appends_module_kind_and_config() -> None:
                     "/srv/lyricgen/runs/r1/train/config.json"]
 
 
-def test_multi_node_jobs_are_refused_until_a_launcher_exists() -> None:
-    with pytest.raises(ValueError, match="multi-node launcher"):
-        lyricgen_argv(make_job(nodes=2), Profile(name="laptop"), PROJECT, JOB_DIR)
+CONFIG = "/srv/lyricgen/runs/r1/train/config.json"
+PROGRAM = ["-m", "lyricgen", "finetune-llama", "--config", CONFIG]
+# finetune-llama checkpoints: torchrun forwards SIGUSR1 and waits the warning time (1 h limit).
+SIGNALS = ["--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout=300"]
+
+
+def test_one_process_of_a_distributed_kind_runs_without_torchrun() -> None:
+    argv = lyricgen_argv(ddp_job(gpus=1, processes=1), Profile(name="laptop", python="py"),
+                         PROJECT, JOB_DIR)
+    assert argv == ["py", *PROGRAM]
+
+
+def test_single_node_processes_run_under_standalone_torchrun_of_the_runtime_python() -> None:
+    argv = lyricgen_argv(ddp_job(), Profile(name="laptop", python="py"), PROJECT, JOB_DIR)
+    assert argv == ["py", "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+                    *SIGNALS, "--standalone", *PROGRAM]
+    gpu = lyricgen_argv(ddp_job(gpus=4, processes=4), apptainer(), PROJECT, JOB_DIR)
+    assert gpu[:3] == ["apptainer", "exec", "--nv"]
+    assert gpu[gpu.index("/images/lyricgen.sif"):] == [
+        "/images/lyricgen.sif", "python3", "-m", "torch.distributed.run", "--nnodes=1",
+        "--nproc-per-node=4", *SIGNALS, "--standalone", *PROGRAM]
+
+
+def test_multi_node_runs_one_torchrun_per_node_through_srun() -> None:
+    profile = apptainer(executor="slurm")
+    argv = lyricgen_argv(ddp_job(gpus=4, nodes=2, processes=4, cpus=16), profile, PROJECT,
+                         JOB_DIR)
+    assert argv[:10] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=16",
+                         "--kill-on-bad-exit=1", "bash", "-c", NODE_GPU_ENV, "node-env",
+                         "apptainer"]
+    assert "--nv" in argv
+    assert argv[argv.index("python3"):] == [
+        "python3", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4",
+        *SIGNALS, "--rdzv-backend=c10d", ScriptVariable("--rdzv-id=", "SLURM_JOB_ID"),
+        ScriptVariable("--rdzv-endpoint=", "RDZV_ENDPOINT"), *PROGRAM]
+
+
+def test_multi_node_host_runtime_needs_no_per_node_gpu_shim() -> None:
+    argv = lyricgen_argv(ddp_job(gpus=2, nodes=3, processes=2),
+                         Profile(name="slurm", executor="slurm", python="py"), PROJECT, JOB_DIR)
+    assert argv[5:9] == ["py", "-m", "torch.distributed.run", "--nnodes=3"]
+
+
+def test_multi_node_is_refused_under_the_local_executor() -> None:
+    with pytest.raises(ValueError, match="executor: local, which runs on this machine only"):
+        lyricgen_argv(ddp_job(nodes=2), Profile(name="laptop"), PROJECT, JOB_DIR)
+
+
+@pytest.mark.parametrize("resources", [{"nodes": 2}, {"processes_per_node": 2, "cpus": 2}])
+def test_kinds_without_distributed_launch_are_refused_several_processes(resources) -> None:
+    with pytest.raises(ValueError, match="kind clean runs as one process"):
+        lyricgen_argv(make_job(**resources), Profile(name="p", executor="slurm"), PROJECT,
+                      JOB_DIR)
+
+
+def test_launch_env_shares_the_cpus_between_processes_of_a_node() -> None:
+    assert launch_env(make_job(cpus=8)) == {}
+    assert launch_env(ddp_job(processes=1)) == {}
+    assert launch_env(ddp_job(processes=2, cpus=8)) == {"OMP_NUM_THREADS": "4"}
+    assert launch_env(ddp_job(processes=4, cpus=6, nodes=2)) == {"OMP_NUM_THREADS": "1"}
 
 
 def test_container_env_names() -> None:
@@ -87,6 +152,8 @@ def test_container_env_names() -> None:
     assert container_env_names(profile) == (
         *BASE_CONTAINER_ENV, "OMP_NUM_THREADS", "HF_HOME", "TORCHINDUCTOR_CACHE_DIR",
         "XDG_CACHE_HOME", "MPLCONFIGDIR", "GENIUS_ACCESS_TOKEN")
+    assert container_env_names(profile, ["OMP_NUM_THREADS", "EXTRA"])[-2:] == (
+        "EXTRA", "GENIUS_ACCESS_TOKEN")
     with pytest.raises(ValueError, match="not a valid environment variable name"):
         container_env_names(apptainer(env_passthrough=("BAD-NAME",)))
 

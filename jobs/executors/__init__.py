@@ -46,6 +46,11 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 SKIPPED = "SKIPPED"
 UNKNOWN = "UNKNOWN"
+# job.sh's own states for a preempted task of a kind that checkpoints (jobs/render.py): it
+# saved a checkpoint and was requeued by `scontrol requeue` (SLURM then shows it PENDING),
+# or it could not be requeued (local executor): `jobctl resubmit --failed` resumes it.
+PREEMPTED = "PREEMPTED"
+REQUEUED = "REQUEUED"
 ACTIVE = frozenset({PENDING, RUNNING})
 # SLURM end states other than COMPLETED keep their own names (TIMEOUT says more than FAILED).
 FAILURES = frozenset({FAILED, CANCELLED, "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -148,8 +153,9 @@ def exit_reason(code: int) -> str:
 
 
 def ended_state(status: Mapping[str, Any], task: int, job_id: str | None) -> TaskState:
-    """TaskState from a status file that recorded an end (COMPLETED, FAILED, CANCELLED);
-    without a recorded reason, the signal or the non-zero exit code is the reason."""
+    """TaskState from a status file that recorded an end (COMPLETED, FAILED, CANCELLED,
+    PREEMPTED); without a recorded reason, the signal or the non-zero exit code is the
+    reason. A task that SLURM requeued says how often (`requeued 1x`)."""
     code = status.get("exit_code")
     reason = status.get("reason") or None
     sig = status.get("signal") or None
@@ -157,7 +163,16 @@ def ended_state(status: Mapping[str, Any], task: int, job_id: str | None) -> Tas
         reason = f"signal {sig}"
     elif not reason and status["state"] == FAILED and code:
         reason = exit_reason(code)
-    return TaskState(task, status["state"], code, reason, job_id, sig)
+    return TaskState(task, status["state"], code, with_requeues(reason, status.get("requeues")),
+                     job_id, sig)
+
+
+def with_requeues(reason: str | None, requeues: Any) -> str | None:
+    """`reason; requeued Nx` when the task was requeued N > 0 times, else `reason`."""
+    if not isinstance(requeues, int) or requeues <= 0:
+        return reason
+    note = f"requeued {requeues}x"
+    return f"{reason}; {note}" if reason else note
 
 
 def process_alive(pid: Any) -> bool:

@@ -37,6 +37,7 @@ from jobs.executors import (
     DEPENDENCY_FAILED,
     FAILED,
     PENDING,
+    PREEMPTED,
     RUNNING,
     UNKNOWN,
     Executor,
@@ -48,7 +49,9 @@ from jobs.executors import (
 from jobs.state import Run, write_task_status
 
 KILL_WAIT = 10.0
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+# PREEMPTED: job.sh of a kind that checkpoints got SIGUSR1 and saved a checkpoint (no SLURM
+# to requeue it here; `jobctl resubmit --failed` resumes it).
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, PREEMPTED})
 
 
 def task_environment(job: Mapping[str, Any], task: int, local_id: str) -> dict[str, str]:

@@ -11,9 +11,10 @@ job.sh asks for. When an sbatch fails, the jobs already queued by the same call 
 and UsageError carries sbatch's message.
 
 State of a task, first that knows: its own status file when it recorded an end (COMPLETED,
-FAILED, CANCELLED; but SLURM's TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED... name the cause
-of a FAILED or CANCELLED better and win); SLURM's live view (`scontrol -o show job`, which
-forgets finished jobs after MinJobAge); the jobcomp/filetxt log named by JobCompLoc in
+FAILED, CANCELLED, PREEMPTED; but SLURM's TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED...
+name the cause of a FAILED or CANCELLED better and win); SLURM's live view (`scontrol -o show
+job`, which forgets finished jobs after MinJobAge; a job that requeued itself, status file
+REQUEUED, is PENDING there again); the jobcomp/filetxt log named by JobCompLoc in
 $SLURM_CONF (kept forever); a RUNNING status file (FAILED when it was written on this machine
 by a process that is gone: job.sh was SIGKILLed); else UNKNOWN. Records submitted long
 before our sbatch (ids reused after a cluster reset) are ignored.
@@ -47,6 +48,7 @@ from jobs.executors import (
     FAILED,
     NOT_STARTED,
     PENDING,
+    PREEMPTED,
     RUNNING,
     UNKNOWN,
     Executor,
@@ -57,6 +59,7 @@ from jobs.executors import (
     process_alive,
     signal_name,
     task_log_path,
+    with_requeues,
 )
 from jobs.plan import PROJECT_DIR
 from jobs.state import Run
@@ -69,7 +72,9 @@ _ACTIVE_SLURM = {"PENDING": PENDING, "REQUEUED": PENDING, "CONFIGURING": PENDING
                  "RUNNING": RUNNING, "COMPLETING": RUNNING, "SUSPENDED": RUNNING,
                  "STOPPED": RUNNING, "SIGNALING": RUNNING, "RESIZING": RUNNING,
                  "STAGE_OUT": RUNNING}
-_TERMINAL_STATUS = frozenset({COMPLETED, FAILED, CANCELLED})
+# PREEMPTED: job.sh could not requeue itself (jobs/render.py); REQUEUED is not an end: SLURM
+# holds the job PENDING and runs it again.
+_TERMINAL_STATUS = frozenset({COMPLETED, FAILED, CANCELLED, PREEMPTED})
 # SLURM knows better than job.sh why it was stopped: a time limit also arrives as SIGTERM,
 # an OOM kill as exit 137.
 _SPECIFIC_ENDS = frozenset({"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE",
@@ -174,7 +179,8 @@ def _epoch(text: str | None) -> float | None:
 def slurm_task_state(record: Mapping[str, str], task: int, job_id: str) -> TaskState:
     """TaskState from a scontrol/jobcomp record. A job that never started (no node) has no
     exit code; `ExitCode=N:S` gives N, and signal S (`signal 9 (SIGKILL)`) when S > 0;
-    TIMEOUT, OUT_OF_MEMORY, NODE_FAIL... say so ("time limit", "out of memory", ...)."""
+    TIMEOUT, OUT_OF_MEMORY, NODE_FAIL... say so ("time limit", "out of memory", ...); a
+    requeued job (Restarts=N) adds `requeued Nx`."""
     raw = record.get("JobState", UNKNOWN).split()[0].rstrip("+")
     state = _ACTIVE_SLURM.get(raw, raw)
     started = record.get("NodeList", "") not in ("", "(null)", "None assigned")
@@ -190,8 +196,12 @@ def slurm_task_state(record: Mapping[str, str], task: int, job_id: str) -> TaskS
         reason = exit_reason(code)
     elif state == CANCELLED and not started and reason is None:
         reason = NOT_STARTED
-    reason = _END_REASONS.get(state, reason)
+    reason = with_requeues(_END_REASONS.get(state, reason), _int(record.get("Restarts")))
     return TaskState(task, state, code, reason, job_id, sig)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 def _reason(state: str, raw: str) -> str | None:

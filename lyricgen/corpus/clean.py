@@ -39,9 +39,14 @@ from lyricgen.corpus.export import (
 from lyricgen.corpus.stats import write_stats
 from lyricgen.corpus.textnorm import RULES, clean_lyrics
 from lyricgen.errors import LyricgenInputError
-from lyricgen.io import atomic_write_json, atomic_write_text
+from lyricgen.io import (
+    MAX_UNMARKED_CHARS,
+    atomic_write_json,
+    atomic_write_text,
+    has_marker_line,
+    read_text_file,
+)
 
-MAX_UNMARKED_CHARS = 10_000
 PROGRESS_MIN_SONGS = 500
 DROP_REASONS = ("empty", "too_short", "duplicate_text", "duplicate_title")
 EXPORTED = ("corpus.txt", "train.txt", "valid.txt", "test.txt", "train_lyrics.jsonl",
@@ -119,27 +124,6 @@ class CleaningReport:
         }
 
 
-def read_text_file(path: Path) -> str:
-    """UTF-8 text of a file; one-line LyricgenInputError for missing/empty/binary/non-UTF-8."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise LyricgenInputError(f"{path}: input not found") from exc
-    except OSError as exc:
-        raise LyricgenInputError(f"{path}: cannot read ({exc.strerror})") from exc
-    if not data.strip():
-        raise LyricgenInputError(f"{path}: empty file")
-    nul = data.find(b"\0")
-    if nul >= 0:
-        raise LyricgenInputError(f"{path}: binary file (NUL byte at byte offset {nul})")
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise LyricgenInputError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at "
-                                 f"byte offset {exc.start})") from exc
-
-
 def _optional_str(record: dict[str, Any], *keys: str) -> str | None:
     for key in keys:
         if record.get(key) is not None:
@@ -175,7 +159,7 @@ def songs_from_jsonl(path: Path) -> list[Song]:
 
 def songs_from_marker_text(path: Path, marker: str) -> list[Song]:
     text = read_text_file(path)
-    if not any(line.strip() == marker for line in text.split("\n")):
+    if not has_marker_line(text, marker):
         if len(text) > MAX_UNMARKED_CHARS:
             raise LyricgenInputError(
                 f"{path}: no {marker} marker found (an unmarked file is one song only up to "

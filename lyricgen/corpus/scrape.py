@@ -53,7 +53,7 @@ from lyricgen.corpus.genius_http import (
     wait,
 )
 from lyricgen.errors import LyricgenAuthError, LyricgenInputError
-from lyricgen.io import append_jsonl, atomic_write_json, read_jsonl
+from lyricgen.io import append_jsonl, atomic_write_json, read_jsonl, remove_stale_temp_files
 
 SONGS_FILE = "songs.jsonl"
 REPORT_FILE = "scrape_report.json"
@@ -182,6 +182,7 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Run the scrape kind (see the module docstring); returns a summary for provenance."""
     p = ScrapeParams.from_dict(params)
     started = time.monotonic()
+    remove_stale_temp_files(ctx.out_dir)  # left by a killed run's atomic writes
     store = SongStore(ctx.path(SONGS_FILE))
     report = Report(p.source)
     stats = HttpStats()

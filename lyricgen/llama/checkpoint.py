@@ -37,6 +37,14 @@ def step_dirs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def remove_partial(root: Path) -> None:
+    """Delete `.step-N.tmp` directories left by a save that was killed (rank 0, before
+    training: a later save of the same step would replace it, but a stop checkpoint's step
+    may never be saved again)."""
+    for path in root.glob(".step-*.tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def latest(root: Path) -> Path | None:
     dirs = step_dirs(root)
     return dirs[-1] if dirs else None

@@ -25,6 +25,12 @@ Launch: `python -m lyricgen finetune-llama --config config.json` for one process
 `torchrun --nproc_per_node=N -m lyricgen finetune-llama --config config.json` for N.
 Resuming is automatic: an existing out/checkpoints/step-N/ made with the same training
 params (params.resume_key) and world size is continued; a different one is an input error.
+
+Preemption (lyricgen.preempt): SIGUSR1 or SIGTERM during the loop (torchrun forwards them to
+every worker when job.sh starts it with --signals-to-handle) stops training after the current
+step on every rank (the ranks all-reduce the flag each step, so they stop at the same step),
+saves checkpoints/step-N/ and raises Preempted (exit 75); adapter/ is written only by a run
+that finishes.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from tqdm import tqdm
 
 from lyricgen.context import RunContext, package_versions
 from lyricgen.errors import LyricgenInputError
-from lyricgen.io import atomic_write_json
+from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.llama import checkpoint, dist, metrics
 from lyricgen.llama.data import Examples, Schedule, build_examples, read_texts
 from lyricgen.llama.load import (
@@ -53,6 +59,7 @@ from lyricgen.llama.load import (
 )
 from lyricgen.llama.params import FinetuneParams
 from lyricgen.llama.step import token_loss_sum, train_step
+from lyricgen.preempt import Preempted, StopSignals
 
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -111,7 +118,11 @@ class FinetuneRun:
         self._optimizer()
         start = self._resume()
         started = time.perf_counter()
-        self._loop(start)
+        stopped = self._loop(start)
+        if stopped:
+            signal_name, step = stopped
+            raise Preempted("finetune-llama", signal_name, step,
+                            str(checkpoint.latest(self.ckpt_root)))
         seconds = time.perf_counter() - started
         return self._finish(start, seconds)
 
@@ -142,7 +153,13 @@ class FinetuneRun:
         return {"params": self.p.resume_key(), "world_size": self.info.world_size}
 
     def _resume(self) -> int:
-        """Load the newest checkpoint (if any); returns the number of steps already done."""
+        """Load the newest checkpoint (if any); returns the number of steps already done.
+        Rank 0 first deletes what a killed run left half-written (temp files, checkpoint
+        temp dirs); complete files are never touched."""
+        if self.info.is_main:
+            remove_stale_temp_files(self.ctx.out_dir)
+            checkpoint.remove_partial(self.ckpt_root)
+        dist.barrier(self.info)
         last = checkpoint.latest(self.ckpt_root)
         if last is None:
             return 0
@@ -168,7 +185,9 @@ class FinetuneRun:
         return torch.autocast(self.precision.device_type, dtype=self.precision.dtype,
                               enabled=self.precision.autocast)
 
-    def _loop(self, start: int) -> None:
+    def _loop(self, start: int) -> tuple[str, int] | None:
+        """Steps start+1..total; (signal name, step) when a stop signal ended it early
+        (checkpoint saved), else None."""
         from torch.nn.parallel import DistributedDataParallel
 
         total = self.schedule.total_steps
@@ -178,21 +197,40 @@ class FinetuneRun:
             wrapped = DistributedDataParallel(self.model, device_ids=ids)
         bar = tqdm(total=total, initial=start, desc="finetune", unit="step", mininterval=1.0,
                    disable=not self.info.is_main, file=sys.stderr)
-        for step in range(start + 1, total + 1):
-            loss, grad_norm = self._step(wrapped, step - 1)
-            record = {"step": step, "epoch": round(step / self.schedule.steps_per_epoch, 4),
-                      "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                      "grad_norm": grad_norm, "tokens": self.tokens,
-                      "valid_loss": None, "valid_ppl": None}
-            if self.valid_data is not None and (step % self.p.eval_every == 0 or step == total):
-                record["valid_loss"] = self._evaluate()
-                record["valid_ppl"] = metrics.perplexity(record["valid_loss"])
-            self.history.append(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if step % self.p.save_every == 0 or step == total:
-                self._save_checkpoint(step)
+        with StopSignals() as stop:
+            for step in range(start + 1, total + 1):
+                loss, grad_norm = self._step(wrapped, step - 1)
+                self.history.append(self._record(step, loss, grad_norm))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                stopping = step < total and self._stop_requested(stop)
+                if stopping or step % self.p.save_every == 0 or step == total:
+                    self._save_checkpoint(step)
+                if stopping:
+                    bar.close()
+                    self.log(f"finetune-llama: SIG{stop.received or '?'} received: stopped "
+                             f"after step {step} of {total}, checkpoint saved")
+                    return stop.received or "?", step
         bar.close()
+        return None
+
+    def _record(self, step: int, loss: float, grad_norm: float) -> dict[str, Any]:
+        """The history row of a finished step; valid loss every eval_every steps and at
+        the end."""
+        record = {"step": step, "epoch": round(step / self.schedule.steps_per_epoch, 4),
+                  "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                  "tokens": self.tokens, "valid_loss": None, "valid_ppl": None}
+        if self.valid_data is not None and (step % self.p.eval_every == 0
+                                            or step == self.schedule.total_steps):
+            record["valid_loss"] = self._evaluate()
+            record["valid_ppl"] = metrics.perplexity(record["valid_loss"])
+        return record
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """Whether any rank got a stop signal (one all-reduce when distributed, so that
+        every rank stops after the same step)."""
+        flag = torch.tensor([1.0 if stop.received else 0.0], device=self.device)
+        return bool(dist.all_reduce_sum(flag, self.info).item() > 0)
 
     def _step(self, wrapped: Any, index: int) -> tuple[float, float]:
         """One optimizer step (0-based `index`): returns (mean loss per target, grad norm)."""

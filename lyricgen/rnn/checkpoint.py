@@ -12,10 +12,11 @@ Each .pt is a self-describing dict (load with `torch.load(path, weights_only=Tru
 `format` ("lyricgen-rnn/1"), `model_config` (ModelConfig fields), `vocab` (Vocab dict),
 `model_state`, `optimizer_state`, `scaler_state` (None unless fp16), `step` (optimizer steps
 done), `epoch`, `window` (the next TBPTT window of that epoch: the position in the data),
-`hidden` (the carried hidden state, CPU tensors, or None at an epoch start), `rng` (torch CPU,
-CUDA and Python RNG states), `best` ({"step", "bpc", "ppl"} or None), `bad_evals`,
+`hidden` (the carried hidden state, CPU tensors, or None at an epoch start), `rng` (torch CPU
+and CUDA RNG states), `best` ({"step", "bpc", "ppl"} or None), `bad_evals`,
 `last_val_step`, `last_val`, `elapsed` (training seconds so far), `tokens_seen`, `stop_reason`
-(None while training can go on) and `params` (the resolved job params).
+(None while training can go on), `data_sha256` (of the training text) and `params` (the
+resolved job params).
 
 Files are written atomically (temp file in the same directory, fsync, os.replace): a kill leaves
 the previous complete file. A generator loads best.pt when present, else last.pt.

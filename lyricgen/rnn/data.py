@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lyricgen.errors import LyricgenInputError
+from lyricgen.io import MAX_UNMARKED_CHARS, has_marker_line, read_text_file
 
 
 class TbpttBatches:
@@ -48,18 +49,12 @@ class TbpttBatches:
         return self
 
 
-def read_text(path: str | Path, key: str) -> str:
-    """A UTF-8 corpus file's text; LyricgenInputError (naming path and key) when missing,
-    undecodable or empty."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise LyricgenInputError(f"{path}: {key}: file not found") from exc
-    except IsADirectoryError as exc:
-        raise LyricgenInputError(f"{path}: {key}: is a directory, expected a text file") from exc
-    except UnicodeDecodeError as exc:
-        raise LyricgenInputError(f"{path}: {key}: not UTF-8 text (byte {exc.start})") from exc
-    if not text.strip():
-        raise LyricgenInputError(f"{path}: {key}: file is empty")
+def read_text(path: str | Path, key: str, marker: str = "<|fin|>") -> str:
+    """A UTF-8 corpus file's text; one-line LyricgenInputError (naming path and key) when it
+    is missing, empty, binary, not UTF-8, or longer than one song without any marker line."""
+    text = read_text_file(Path(path), key)
+    if len(text) > MAX_UNMARKED_CHARS and not has_marker_line(text, marker):
+        raise LyricgenInputError(
+            f"{path}: {key}: no {marker} marker line (songs end with a blank line and "
+            f"{marker}, as the clean kind writes them; see its train.txt)")
     return text

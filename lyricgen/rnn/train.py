@@ -20,11 +20,16 @@ the same per-step losses as an uninterrupted run. That identity holds for step-d
 schedules; with `max_minutes` the learning rate follows the clock, so a resumed run differs.
 Params other than max_steps, checkpoint_every, log_every and device must equal the
 checkpoint's, or the run refuses to start (one error line).
+
+Preemption (lyricgen.preempt): SIGUSR1 or SIGTERM during the loop stops it after the current
+step with stop_reason "preempted": last.pt is saved (no extra validation, as for max_steps, so
+the resumed run stays identical), outputs are written and `run` raises Preempted (exit 75).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import sys
@@ -39,8 +44,9 @@ from tqdm import tqdm
 
 from lyricgen.errors import LyricgenInputError
 from lyricgen.evaluate import EvalResult, evaluate_text
-from lyricgen.io import atomic_write_json
+from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.plots import save_curves
+from lyricgen.preempt import Preempted, StopSignals
 from lyricgen.rnn.checkpoint import (
     BEST,
     CHECKPOINT_DIR,
@@ -65,6 +71,7 @@ from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.vocab import Vocab
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PREEMPTED = "preempted"
 
 
 @dataclass
@@ -111,8 +118,10 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
         self.progress_bar = progress_bar
+        self.stop_signal: str | None = None  # "USR1" or "TERM" once fit stopped on one
         self.clock_start = time.monotonic()
         self.train_text = read_text(config.data, "data")
+        self.data_sha256 = hashlib.sha256(self.train_text.encode("utf-8")).hexdigest()
         self.valid_text = (read_text(config.valid_data, "valid_data")
                            if config.valid_data else None)
         try:
@@ -151,6 +160,7 @@ class Trainer:
     def _load_resume_point(self) -> dict[str, Any] | None:
         for stale in self.ckpt_dir.glob(".*.tmp"):  # a kill during a save leaves these
             stale.unlink(missing_ok=True)
+        remove_stale_temp_files(self.out_dir)  # metrics.json / metrics.csv / curves.png temps
         path = self.ckpt_dir / LAST
         if not path.is_file():
             return None
@@ -161,6 +171,9 @@ class Trainer:
                 raise LyricgenInputError(
                     f"{path}: {key}: checkpoint was trained with {old.get(key)!r}, params say "
                     f"{new.get(key)!r}; use a new out dir or the same params to resume")
+        if payload["data_sha256"] != self.data_sha256:
+            raise LyricgenInputError(f"{self.config.data}: data: the file changed since "
+                                     f"{path} was written; use a new out dir to train on it")
         return payload
 
     def _make_batches(self) -> TbpttBatches:
@@ -181,7 +194,7 @@ class Trainer:
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
-        if payload["scaler_state"]:
+        if payload["scaler_state"] and self.scaler.is_enabled():  # fp16 run resumed as fp16
             self.scaler.load_state_dict(payload["scaler_state"])
         torch.set_rng_state(payload["rng"]["torch"])
         if self.device.type == "cuda" and payload["rng"]["cuda"] is not None:
@@ -206,7 +219,7 @@ class Trainer:
                              if self.device.type == "cuda" else None)},
             **{key: getattr(state, key) for key in TrainState.__dataclass_fields__},
             "hidden": hidden_to(state.hidden, "cpu"),
-            "elapsed": self.elapsed(),
+            "elapsed": self.elapsed(), "data_sha256": self.data_sha256,
         }
 
     def _save(self, *names: str) -> None:
@@ -219,7 +232,8 @@ class Trainer:
     def elapsed(self) -> float:
         return time.monotonic() - self.clock_start
 
-    def _stop_reason(self) -> str | None:
+    def _stop_reason(self, stop: StopSignals) -> str | None:
+        """Why training ends now, or None; a signal counts only when nothing else ends it."""
         config, state = self.config, self.state
         if state.epoch >= config.epochs:
             return "epochs"
@@ -229,6 +243,8 @@ class Trainer:
             return "max_minutes"
         if config.max_steps is not None and state.step >= config.max_steps:
             return "max_steps"
+        if stop.received:
+            return PREEMPTED
         return None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -261,7 +277,8 @@ class Trainer:
         return loss.detach()
 
     def fit(self) -> TrainResult:
-        """Train until epochs, early stopping, max_minutes or max_steps; write all outputs."""
+        """Train until epochs, early stopping, max_minutes, max_steps or a stop signal
+        (SIGUSR1/SIGTERM: stop_reason "preempted"); write all outputs."""
         config, state = self.config, self.state
         result = TrainResult()
         pending: list[torch.Tensor] = []
@@ -269,26 +286,28 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=state.step, disable=not self.progress_bar,
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        while (reason := self._stop_reason()) is None:
-            pending.append(self._train_step(*self.batches.window(state.window)))
-            bar.update()
-            epoch_done = state.window == self.batches.n_windows
-            if epoch_done:
-                state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
-            if state.step % config.log_every == 0 or epoch_done:
-                self._log_interval(pending, interval, result, bar)
-            if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
-                self._validate_and_save()
-                interval = _Interval(time.monotonic(), state.tokens_seen)
-            elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                self._save(LAST)
+        with StopSignals() as stop:
+            while (reason := self._stop_reason(stop)) is None:
+                pending.append(self._train_step(*self.batches.window(state.window)))
+                bar.update()
+                epoch_done = state.window == self.batches.n_windows
+                if epoch_done:
+                    state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
+                if state.step % config.log_every == 0 or epoch_done:
+                    self._log_interval(pending, interval, result, bar)
+                if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
+                    self._validate_and_save()
+                    interval = _Interval(time.monotonic(), state.tokens_seen)
+                elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                    self._save(LAST)
+            self.stop_signal = stop.received
         if pending:
             self._log_interval(pending, interval, result, bar)
         bar.close()
         state.stop_reason = reason
-        if reason != "max_steps" and state.last_val_step != state.step:
+        if reason not in ("max_steps", PREEMPTED) and state.last_val_step != state.step:
             self._validate_and_save()
-        else:  # max_steps is a pause: no extra validation, so a resumed run stays identical
+        else:  # a pause: no extra validation, so a resumed run stays identical
             self._save(LAST)
         result.metrics = self._write_outputs()
         return result
@@ -387,11 +406,15 @@ def _configure_threads() -> None:
 
 
 def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    """Kind entry point: train, write outputs into ctx.out_dir, return a provenance summary."""
+    """Kind entry point: train, write outputs into ctx.out_dir, return a provenance summary.
+    Raises Preempted (exit 75) after saving last.pt when a stop signal ended training."""
     config = TrainConfig.from_params(params)
     _configure_threads()
     trainer = Trainer(config, ctx.out_dir)
     metrics = trainer.fit().metrics
+    if metrics["stop_reason"] == PREEMPTED:
+        raise Preempted("train-rnn", trainer.stop_signal or "?", metrics["final"]["step"],
+                        str(trainer.ckpt_dir / LAST))
     return {"train_rnn": {key: metrics[key] for key in
                           ("stop_reason", "best", "final", "device", "precision", "parameters",
                            "vocab_size")}}

@@ -34,14 +34,21 @@ json_int() {  # the argument if it is a non-negative integer, else null
   if [[ "$1" =~ ^[0-9]+$ ]]; then printf '%s' "$1"; else printf 'null'; fi
 }
 
-# write_status STATE EXIT_CODE SIGNAL: atomically replace status/$TASK.json
+json_text() {  # the argument as a JSON string of safe characters only (others dropped), or null
+  local text="${1//$'\n'/ }"
+  text="${text//[^A-Za-z0-9 ._:,;()=+-]/}"
+  if [[ -n "$text" ]]; then printf '"%s"' "$text"; else printf 'null'; fi
+}
+
+# write_status STATE EXIT_CODE SIGNAL [REASON]: atomically replace status/$TASK.json
 write_status() {
   local host=null signal=null finished=null tmp="$STATUS_DIR/.$TASK.json.$$"
   if [[ "${HOSTNAME:-}" =~ ^[A-Za-z0-9._-]+$ ]]; then host="\"$HOSTNAME\""; fi
   if [[ -n "$3" ]]; then signal="\"$3\""; fi
   if [[ "$1" != RUNNING ]]; then printf -v finished '%(%s)T' -1; fi
-  printf '{"schema": 1, "task": %s, "state": "%s", "exit_code": %s, "signal": %s, "host": %s, "slurm_job_id": %s, "slurm_array_job_id": %s, "pid": %s, "started": %s, "finished": %s}\n' \
-    "$TASK" "$1" "$(json_int "$2")" "$signal" "$host" "$(json_int "${SLURM_JOB_ID:-}")" \
+  printf '{"schema": 2, "task": %s, "state": "%s", "exit_code": %s, "signal": %s, "reason": %s, "requeues": %s, "host": %s, "slurm_job_id": %s, "slurm_array_job_id": %s, "pid": %s, "started": %s, "finished": %s}\n' \
+    "$TASK" "$1" "$(json_int "$2")" "$signal" "$(json_text "${4:-}")" \
+    "$(json_int "${SLURM_RESTART_COUNT:-0}")" "$host" "$(json_int "${SLURM_JOB_ID:-}")" \
     "$(json_int "${SLURM_ARRAY_JOB_ID:-}")" "$$" "$STARTED" "$finished" >"$tmp"
   mv -f "$tmp" "$STATUS_DIR/$TASK.json"
 }
