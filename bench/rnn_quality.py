@@ -70,17 +70,16 @@ def main() -> None:
     chosen = recipes(args.data_dir / "train.txt", args.data_dir / "valid.txt", args.minutes)
     if args.only:
         chosen = {args.only: chosen[args.only]}
+    print(f"char-level valid bpc after {args.minutes:g} min on DISCO, {args.threads} threads")
+    print(f"{'recipe':8} {'final bpc':>9} {'best bpc':>9} {'steps':>7} {'epochs':>7} "
+          f"{'tok/s':>8}  configuration", flush=True)
     results = {}
     for name, config in chosen.items():
         with tempfile.TemporaryDirectory(prefix=f"rnn-quality-{name}-") as out:
-            results[name] = run_recipe(config, Path(out))
-    print(f"\nchar-level valid bpc after {args.minutes:g} min on DISCO, {args.threads} threads")
-    print(f"{'recipe':8} {'final bpc':>9} {'best bpc':>9} {'steps':>7} {'epochs':>7} "
-          f"{'tok/s':>8}  configuration")
-    for name, result in results.items():
+            result = results[name] = run_recipe(config, Path(out))
         print(f"{name:8} {result['final_bpc']:9.4f} {result['best_bpc']:9.4f} "
               f"{result['steps']:7d} {result['epochs']:7.2f} {result['tokens_per_s']:8.0f}  "
-              f"{describe(chosen[name])}")
+              f"{describe(config)}", flush=True)
     if len(results) == 2:
         gain = results["anchor"]["final_bpc"] - results["ours"]["final_bpc"]
         print(f"ours - anchor: {-gain:+.4f} bpc (goal: ours <= 1.85 after 10 minutes)")

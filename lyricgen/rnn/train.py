@@ -283,7 +283,8 @@ class Trainer:
         result = TrainResult()
         pending: list[torch.Tensor] = []
         interval = _Interval(time.monotonic(), state.tokens_seen)
-        bar = tqdm(total=self.total_steps, initial=state.step, disable=not self.progress_bar,
+        bar = tqdm(total=None if self.budget else self.total_steps, initial=state.step,
+                   disable=not self.progress_bar,
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         with StopSignals() as stop:
