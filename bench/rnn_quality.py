@@ -8,7 +8,7 @@ recipe after the other on the same CPU threads (default 2; never run two at once
 - ours: the train-rnn kind's defaults (its recommended char recipe) with max_minutes set,
   so its learning-rate schedule ends when the budget does;
 - anchor: a plain GRU (hidden 512, embedding 64, batch 64 x 128 TBPTT), Adam 2e-3 at a
-  constant rate, no dropout, no weight decay, gradient clipping at 1.0.
+  constant rate, no dropout, no weight decay, gradient clipping at 1.0, fp32, file order.
 Both go through lyricgen.rnn.train.Trainer (the kind's code path): the budget covers data
 loading, training and the per-epoch validations; the final validation runs once the budget
 is spent. Reported: the valid bpc of the model at the end of the budget (and the best seen),
@@ -38,15 +38,16 @@ def recipes(data: Path, valid: Path, minutes: float) -> dict[str, TrainConfig]:
     anchor = dataclasses.replace(
         ours, arch="gru", hidden_size=512, embedding_dim=64, num_layers=1, dropout=0.0,
         lr=2e-3, lr_schedule="constant", warmup_steps=0, weight_decay=0.0, grad_clip=1.0,
-        batch_size=64, seq_len=128, patience=0)
+        batch_size=64, seq_len=128, patience=0, precision="fp32", shuffle_songs=False)
     return {"ours": ours, "anchor": anchor}
 
 
-def describe(config: TrainConfig) -> str:
+def describe(config: TrainConfig, precision: str) -> str:
     layers = f"{config.num_layers}x" if config.num_layers > 1 else ""
     return (f"{config.arch} {layers}{config.hidden_size} emb {config.embedding_dim}, "
             f"{config.batch_size}x{config.seq_len}, lr {config.lr:g} {config.lr_schedule}, "
-            f"dropout {config.dropout:g}, wd {config.weight_decay:g}")
+            f"dropout {config.dropout:g}, wd {config.weight_decay:g}, {precision}"
+            f"{', songs shuffled' if config.shuffle_songs else ''}")
 
 
 def run_recipe(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def run_recipe(config: TrainConfig, out_dir: Path) -> dict[str, Any]:
             "tokens_per_s": metrics["tokens_seen"] / metrics["elapsed_s"],
             "final_bpc": metrics["final"]["val_bpc"],
             "best_bpc": metrics["best"]["bpc"] if metrics["best"] else None,
-            "elapsed_s": metrics["elapsed_s"]}
+            "elapsed_s": metrics["elapsed_s"], "precision": metrics["precision"]}
 
 
 def main() -> None:
@@ -79,7 +80,7 @@ def main() -> None:
             result = results[name] = run_recipe(config, Path(out))
         print(f"{name:8} {result['final_bpc']:9.4f} {result['best_bpc']:9.4f} "
               f"{result['steps']:7d} {result['epochs']:7.2f} {result['tokens_per_s']:8.0f}  "
-              f"{describe(config)}", flush=True)
+              f"{describe(config, result['precision'])}", flush=True)
     if len(results) == 2:
         gain = results["anchor"]["final_bpc"] - results["ours"]["final_bpc"]
         print(f"ours - anchor: {-gain:+.4f} bpc (goal: ours <= 1.85 after 10 minutes)")

@@ -4,9 +4,11 @@
 
 Both sides train the same shapes (the kind's default char recipe unless overridden) on the
 same DISCO text with the same batch, the same truncated BPTT (hidden state carried and
-detached), AdamW, gradient clipping and dropout. "ours" is lyricgen.rnn.train.Trainer.fit()
-(exactly what `python -m lyricgen train-rnn` runs: schedule, progress bar, metrics rows,
-the final checkpoint, metrics.json and the plot); "bare" is a minimal hand-written loop.
+detached), fused AdamW with the same betas, gradient clipping, locked dropout and the same
+precision (bf16 autocast where the CPU has bf16 instructions). "ours" is
+lyricgen.rnn.train.Trainer.fit() (exactly what `python -m lyricgen train-rnn` runs: schedule,
+progress bar, metrics rows, the final checkpoint, metrics.json and the plot); "bare" is a
+minimal hand-written loop.
 Printed: tokens/s over the steps only (the median of per-interval speeds, same interval on
 both sides) and over the whole call (fixed costs included), best of --repeats runs taken in
 alternation (ours, bare, ours, bare...) so load from other processes hits both alike.
@@ -16,6 +18,7 @@ Goal: ours / bare >= 0.95.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import tempfile
@@ -27,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyricgen.rnn.config import TrainConfig
-from lyricgen.rnn.train import Trainer
+from lyricgen.rnn.train import Trainer, resolve_precision
 from lyricgen.rnn.vocab import Vocab
 
 DISCO = Path(__file__).resolve().parents[1].parent / "shared/corpora/disco"
@@ -42,8 +45,14 @@ class BareLM(nn.Module):
         cell = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[arch]
         self.rnn = cell(emb, hidden, layers, batch_first=True,
                         dropout=dropout if layers > 1 else 0.0)
-        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
         self.out = nn.Linear(hidden, vocab)
+
+    def drop(self, x):  # locked dropout: one mask per sequence, as the kind's model
+        if not self.training or self.dropout == 0:
+            return x
+        keep = 1 - self.dropout
+        return x * x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(keep).div_(keep)
 
     def forward(self, x, h):
         y, h = self.rnn(self.drop(self.embedding(x)), h)
@@ -64,7 +73,11 @@ def bare_loop(config: TrainConfig, text: str, steps: int) -> tuple[float, float]
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr)
+                                   {"params": rest, "weight_decay": 0.0}], lr=config.lr,
+                                  betas=(0.9, config.adam_beta2), fused=True)
+    precision = resolve_precision(config.precision, torch.device("cpu"))
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
     hidden, position, speeds, losses = None, 0, [], []
     tick = time.perf_counter()
     for step in range(1, steps + 1):
@@ -72,10 +85,11 @@ def bare_loop(config: TrainConfig, text: str, steps: int) -> tuple[float, float]
             position, hidden = 0, None
         x, y = data[:, position:position + seq], data[:, position + 1:position + seq + 1]
         position += seq
-        logits, hidden = model(x, hidden)
+        with autocast:
+            logits, hidden = model(x, hidden)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else \
             hidden.detach()
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -33,6 +33,8 @@ from jobs.executors import (
 )
 from jobs.executors.slurm import SlurmExecutor, compress_indices
 from jobs.image import image_group
+from jobs.kind_docs import kind_reference, kinds_overview
+from jobs.kinds import KINDS
 from jobs.manifest import load_pipeline
 from jobs.plan import (
     config_document,
@@ -51,6 +53,7 @@ from jobs.rerun import (
 )
 from jobs.spec import Pipeline, Profile
 from jobs.state import RUN_ID, Run, archive_task_status, find_run, resolve_runs_dir
+from jobs.validate import did_you_mean
 
 DEFAULT_PYTHON = Profile.__dataclass_fields__["python"].default
 RUNS_DIR_HELP = "runs directory (default: $JOBCTL_RUNS_DIR, the profile's runs_dir, ./runs)"
@@ -143,6 +146,19 @@ def validate(manifests: tuple[str, ...], profile: str | None) -> None:
             needs = ", ".join(job.needs) or "-"
             click.echo(f"  {job.name:<16} kind={job.kind:<10} {tasks:<16} needs={needs:<16} "
                        f"profile={job.profile}")
+
+
+@cli.command()
+@click.argument("kind", required=False)
+def kinds(kind: str | None) -> None:
+    """List the job kinds, or one KIND's params with their defaults and ranges."""
+    if kind is None:
+        click.echo(kinds_overview())
+        return
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})"
+                         f"{did_you_mean(kind, KINDS)}")
+    click.echo(kind_reference(KINDS[kind]))
 
 
 @cli.command()
@@ -247,6 +263,11 @@ def run_command(manifest: str, profile: str | None, force: bool, parallel: int,
 
     The job.sh scripts are the ones `submit` would hand to sbatch."""
     pipeline, profiles = load(manifest, profile)
+    for job in pipeline.jobs:
+        if job.resources.nodes > 1:
+            raise UsageError(f"{manifest}: job {job.name} asks for {job.resources.nodes} nodes "
+                             "but `jobctl run` uses this machine only: `jobctl submit` it with "
+                             "a SLURM profile, or set resources.nodes: 1")
     run = create_run(pipeline, profiles, _runs_dir(runs_dir, profiles), executor="local",
                      force=force)
     selection = full_selection(_announce(run))

@@ -169,23 +169,28 @@ TRAIN_RNN = Kind(
         "hidden_size": _p("int", 384, "recurrent state size", min=1),
         "embedding_dim": _p("int", 64, "token embedding size", min=1),
         "num_layers": _p("int", 1, "stacked recurrent layers", min=1, max=16),
-        "dropout": _p("float", 0.1, "dropout on embeddings, between layers and on outputs",
+        "dropout": _p("float", 0.1, "locked dropout (one mask per sequence) on embeddings and "
+                                    "outputs; per-element between stacked layers",
                       min=0, max=0.95),
         "tie_weights": _p("bool", False, "share embedding and output weights (a projection is "
                                          "added when hidden_size != embedding_dim)"),
         "lr": _p("float", 8e-3, "peak AdamW learning rate", min=0),
-        "lr_schedule": _p("str", "cosine", "decay after warmup; follows the wall clock when "
+        "lr_schedule": _p("str", "linear", "decay after warmup; follows the wall clock when "
                                            "max_minutes is set",
                           choices=("cosine", "linear", "constant")),
         "warmup_steps": _p("int", 100, "linear warmup steps", min=0),
         "min_lr_ratio": _p("float", 0.02, "final learning rate as a fraction of lr", min=0,
                            max=1),
         "weight_decay": _p("float", 0.01, "AdamW decoupled weight decay (matrices only)", min=0),
+        "adam_beta2": _p("float", 0.99, "AdamW second-moment decay (0.99 adapts faster than "
+                                        "torch's 0.999 to a small model's changing gradients)",
+                         min=0, max=0.9999),
         "grad_clip": _p("float", 1.0, "max global gradient norm; 0: no clipping", min=0),
-        "batch_size": _p("int", 8, "parallel contiguous streams (small batches: more updates "
-                                        "per token; CPU LSTMs run as fast per token at 8 as at 64)",
-                           min=1),
+        "batch_size": _p("int", 16, "parallel contiguous streams (on CPU, 16 is where a "
+                                         "bf16 LSTM runs fastest per token)", min=1),
         "seq_len": _p("int", 128, "truncated BPTT window (tokens)", min=1),
+        "shuffle_songs": _p("bool", True, "concatenate the songs in a new seeded order every "
+                                          "epoch (each token still once per epoch)"),
         "min_count": _p("int", 2, "word level: rarer words become <unk>", min=1),
         "lowercase": _p("bool", False, "lowercase the text (bpc then describes lowercased text)"),
         "marker": _p("str", "<|fin|>", "end-of-song marker line (one token at word level)"),
@@ -201,7 +206,8 @@ TRAIN_RNN = Kind(
         "log_every": _p("int", 50, "metrics.csv row every N steps", min=1),
         "seed": _p("int", 42, "seed for initialisation and dropout"),
         "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),
-        "precision": _p("str", "auto", "auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU",
+        "precision": _p("str", "auto", "auto: bf16 (or fp16) autocast on CUDA; on CPU bf16 "
+                                       "where the cores have bf16 instructions, else fp32",
                         choices=("auto", "fp32", "bf16", "fp16")),
     },
     outputs={"checkpoint": "checkpoint", "metrics": "metrics.json"},

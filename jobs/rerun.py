@@ -77,26 +77,33 @@ def _check_resource(key: str, value: str, kind: str) -> str:
 
 def apply_overrides(run: Run, overrides: Overrides) -> Overrides:
     """Put the new resources into run.json and re-render those jobs' job.sh (see the module
-    docstring). Returns job -> key -> {"from", "to"} for the record."""
+    docstring). Returns job -> key -> {"from", "to"} for the record.
+
+    Every script is rendered before anything is written, so an override that cannot render
+    (say a time limit shorter than the job's warning signal) fails with nothing changed."""
+    record = run.read()
     changes: dict[str, dict[str, Any]] = {}
+    scripts: dict[Path, str] = {}
+    for name, values in overrides.items():
+        job = record["jobs"][name]
+        resources = job["spec"]["resources"]
+        changes[name] = {key: {"from": resources[key], "to": value}
+                         for key, value in values.items()}
+        spec = spec_from_dict({**job["spec"], "resources": {**resources, **values}})
+        profile = profile_from_dict(record["profiles"][job["profile"]])
+        scripts[Path(job["job_dir"])] = render_job(spec, profile, Path(job["job_dir"]))
 
     def change(record: dict[str, Any]) -> None:
         for name, values in overrides.items():
-            resources = record["jobs"][name]["spec"]["resources"]
-            changes[name] = {key: {"from": resources[key], "to": value}
-                             for key, value in values.items()}
-            resources.update(values)
+            record["jobs"][name]["spec"]["resources"].update(values)
 
-    record = run.update(change)
-    for name in overrides:
-        job = record["jobs"][name]
-        _rewrite_script(job, profile_from_dict(record["profiles"][job["profile"]]))
+    run.update(change)
+    for job_dir, script in scripts.items():
+        _replace_script(job_dir, script)
     return changes
 
 
-def _rewrite_script(job: Mapping[str, Any], profile: Profile) -> None:
-    job_dir = Path(job["job_dir"])
-    script = render_job(spec_from_dict(job["spec"]), profile, job_dir)
+def _replace_script(job_dir: Path, script: str) -> None:
     history = job_dir / "history"
     history.mkdir(exist_ok=True)
     attempt = len(list(history.glob("job.*.sh"))) + 1

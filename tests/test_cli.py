@@ -235,3 +235,37 @@ def test_script_ctrl_c_cancels_running_and_waiting(manifest: Path, tmp_path: Pat
                                    "final": ["CANCELLED"]}
     assert report["jobs"][0]["tasks"][0]["reason"] == "signal TERM"
     assert report["jobs"][1]["tasks"][0]["reason"] == "jobctl run interrupted"
+
+
+def test_kinds_lists_every_kind_and_one_kinds_params() -> None:
+    from jobs.kinds import KINDS
+
+    overview = CliRunner().invoke(cli, ["kinds"])
+    assert overview.exit_code == 0
+    assert [line.split()[0] for line in overview.stdout.splitlines()[:len(KINDS)]] == list(KINDS)
+    reference = CliRunner().invoke(cli, ["kinds", "train-rnn"])
+    assert reference.exit_code == 0
+    text = reference.stdout
+    for name in KINDS["train-rnn"].params:
+        assert f"\n  {name} " in text
+    assert "data              path; required" in text
+    assert 'arch              str; default "lstm"; one of rnn, lstm, gru' in text
+    assert "num_layers        int; default 1; range [1, 16]" in text
+    assert "checkpoint: out/checkpoint" in text and "default resources: cpus=4" in text
+    unknown = CliRunner().invoke(cli, ["kinds", "train_rnn"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip().endswith("did you mean 'train-rnn'?")
+
+
+def test_run_refuses_multi_node_jobs_before_creating_a_run(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.yaml").write_text(
+        "jobs:\n  - kind: finetune-llama\n    name: ft\n"
+        "    params: {model_path: base, data_path: t.jsonl}\n"
+        "    resources: {nodes: 2, gpus: 1}\n")
+    profile = str(REPO / "manifests/profiles/slurm-host.yaml")
+    result = CliRunner().invoke(cli, ["run", "m.yaml", "--profile", profile])
+    assert result.exit_code == 2
+    assert "job ft asks for 2 nodes but `jobctl run` uses this machine only" in result.stderr
+    assert not (tmp_path / "runs").exists()

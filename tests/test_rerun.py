@@ -98,6 +98,25 @@ def test_bad_overrides_are_one_line_and_change_nothing(manifest: Path, args: lis
     assert not (run_dir / "grid" / "history").exists()
 
 
+def test_time_limit_below_the_warning_signal_changes_nothing(tmp_path: Path, fake_profile: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JOBCTL_RUNS_DIR", raising=False)
+    (tmp_path / "data.txt").write_text("text\n")
+    (tmp_path / "train.yaml").write_text(
+        f"profile: {fake_profile}\njobs:\n  - {{kind: train-rnn, name: train, "
+        "params: {data: data.txt}, resources: {time: '01:00:00', signal_seconds: 600}}\n")
+    assert jobctl("run", "train.yaml").exit_code == 1  # the fake interpreter needs `input`
+    run_dir = Path(report()["run_dir"])
+    before = (run_dir / "run.json").read_text()
+    result = jobctl("resubmit", "--failed", "--time", "00:05:00")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "signal_seconds" in result.stderr, result.stderr
+    assert (run_dir / "run.json").read_text() == before
+    assert not (run_dir / "train" / "history").exists()
+
+
 def test_cancel_records_who_and_status_says_so(manifest: Path, tmp_path: Path) -> None:
     (tmp_path / "prep.txt").write_text("sleep 30\n")
     runner = subprocess.Popen([str(JOBCTL), "run", str(manifest)], cwd=tmp_path,

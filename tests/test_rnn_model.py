@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lyricgen.rnn.model import ARCHS, ModelConfig, RnnLM, detach_hidden
+from lyricgen.rnn.model import ARCHS, LockedDropout, ModelConfig, RnnLM, detach_hidden
 
 torch.set_num_threads(1)
 
@@ -32,6 +32,18 @@ def test_tying_without_projection_when_sizes_match():
     assert model.projection is None and model.decoder.weight is model.embedding.weight
 
 
+def test_locked_dropout_shares_one_mask_over_time():
+    torch.manual_seed(0)
+    drop = LockedDropout(0.5)
+    out = drop(torch.ones(4, 9, 64))
+    assert torch.equal(out, out[:, :1].expand_as(out))  # the same mask at every time step
+    assert set(out.unique().tolist()) == {0.0, 2.0}  # dropped, or scaled by 1 / keep
+    assert 0.3 < (out[:, 0] == 0).float().mean() < 0.7
+    drop.eval()
+    x = torch.randn(2, 3, 5)
+    assert torch.equal(drop(x), x)
+
+
 def test_bad_arch_rejected():
     with pytest.raises(ValueError):
         ModelConfig("transformer", 10, 4, 4)
@@ -53,3 +65,4 @@ def test_packed_rows_match_rows_run_alone(arch):
             (hidden, alone_hidden)]
         for batch_state, row_state in pairs:
             assert torch.allclose(batch_state[:, i], row_state[:, 0], atol=1e-5)
+

@@ -12,7 +12,7 @@ import torch
 from lyricgen.errors import LyricgenInputError
 from lyricgen.rnn.checkpoint import load_checkpoint
 from lyricgen.rnn.config import TrainConfig
-from lyricgen.rnn.data import TbpttBatches
+from lyricgen.rnn.data import TbpttBatches, split_songs
 from lyricgen.rnn.metrics import MetricsCsv
 from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.train import Trainer
@@ -54,6 +54,40 @@ def test_tbptt_windows_cover_each_token_once():
     assert torch.equal(second[:, 0], first[:, -1] + 1)  # windows are contiguous per stream
 
 
+def test_split_songs_keeps_every_character():
+    text = "a b\n\n<|fin|>\nc\n\n<|fin|>\nd <|fin|>\n<|fin|>x\n"
+    pieces = split_songs(text, "<|fin|>")
+    assert "".join(pieces) == text
+    assert pieces == ["a b\n\n<|fin|>\n", "c\n\n<|fin|>\n", "d <|fin|>\n<|fin|>x\n"]
+    assert split_songs("no marker", "<|fin|>") == ["no marker"]
+
+
+def test_shuffled_epochs_cover_each_token_once_in_a_seeded_order():
+    songs = [torch.arange(start, start + length) for start, length in
+             ((0, 7), (100, 3), (200, 11), (300, 5), (400, 9), (500, 4))]
+    batches = TbpttBatches(songs, batch_size=3, seq_len=4, shuffle_seed=42)
+    span = batches.stream_len
+
+    def epoch_targets(epoch: int) -> tuple[list[int], list[int]]:
+        batches.set_epoch(epoch)
+        stream = torch.cat([batches.streams[b, :span] for b in range(3)]).tolist()
+        targets = [t for i in range(batches.n_windows) for t in batches.window(i)[1].flatten()]
+        return stream, sorted(int(t) for t in targets)
+
+    orders = []
+    for epoch in range(4):
+        stream, targets = epoch_targets(epoch)
+        song_starts = [token for token in stream if token % 100 == 0]
+        orders.append(song_starts)
+        everything = sorted(torch.cat(songs).tolist())
+        assert set(targets) <= set(everything) and len(targets) == len(set(targets)) == 3 * span
+    assert len({tuple(order) for order in orders}) > 1  # the song order changes
+    assert epoch_targets(2) == epoch_targets(2)  # and is a function of (seed, epoch)
+    unshuffled = TbpttBatches(songs, batch_size=3, seq_len=4)
+    unshuffled.set_epoch(5)
+    assert torch.equal(unshuffled.streams[0, :4], torch.tensor([0, 1, 2, 3]))
+
+
 def test_tbptt_rejects_too_little_data():
     with pytest.raises(ValueError):
         TbpttBatches(torch.arange(4), batch_size=8, seq_len=2)
@@ -72,14 +106,15 @@ def test_schedule_warmup_cosine_and_clock():
     assert progress(500, 100, elapsed=0.0, budget_seconds=None) == 1.0
 
 
-def test_resume_continues_identically(corpus, tmp_path):
+@pytest.mark.parametrize("pause_at", [11, 100])  # in the first epoch; in the second (94 windows)
+def test_resume_continues_identically(corpus, tmp_path, pause_at):
     config = tiny(corpus, eval_every=25)
     whole = Trainer(config, tmp_path / "a", progress_bar=False).fit()
     total = len(whole.step_losses)
-    assert total == whole.metrics["final"]["step"] > 20
-    first = Trainer(dataclasses.replace(config, max_steps=11), tmp_path / "b",
+    assert total == whole.metrics["final"]["step"] > pause_at
+    first = Trainer(dataclasses.replace(config, max_steps=pause_at), tmp_path / "b",
                     progress_bar=False).fit()
-    assert len(first.step_losses) == 11 and first.metrics["stop_reason"] == "max_steps"
+    assert len(first.step_losses) == pause_at and first.metrics["stop_reason"] == "max_steps"
     rest = Trainer(config, tmp_path / "b", progress_bar=False).fit()
     resumed = first.step_losses + rest.step_losses
     assert resumed == pytest.approx(whole.step_losses, abs=1e-6)
@@ -185,3 +220,16 @@ def test_registry_defaults_match_train_config():
     assert registry == defaults
     assert set(kind.params) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert kind.outputs == {"checkpoint": "checkpoint", "metrics": "metrics.json"}
+
+
+def test_cpu_precision_follows_native_bf16(monkeypatch):
+    from lyricgen.rnn import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    assert train.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    assert train.resolve_precision("auto", cpu) == "fp32"
+    assert train.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(LyricgenInputError, match="fp16 needs a CUDA device"):
+        train.resolve_precision("fp16", cpu)

@@ -35,13 +35,15 @@ class TrainConfig:
     dropout: float = 0.1
     tie_weights: bool = False
     lr: float = 8e-3
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "linear"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.02
     weight_decay: float = 0.01
+    adam_beta2: float = 0.99
     grad_clip: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 16
     seq_len: int = 128
+    shuffle_songs: bool = True
     min_count: int = 2
     lowercase: bool = False
     marker: str = MARKER
@@ -84,6 +86,8 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise LyricgenInputError(f"params: {key}: must be > 0")
+        if not 0.0 < self.adam_beta2 < 1.0:
+            raise LyricgenInputError("params: adam_beta2: must be in (0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise LyricgenInputError("params: dropout: must be in [0, 1)")
         if self.max_minutes is not None and self.max_minutes <= 0:

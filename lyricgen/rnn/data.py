@@ -1,43 +1,75 @@
 """Truncated-BPTT batching: each token is processed once per epoch, in order.
 
-The id stream (N tokens) is cut into `batch_size` contiguous streams of L = (N - 1) // B
-predictions each: stream b holds ids[b*L : b*L + L + 1] (inputs are its first L ids, targets its
-last L). Window w takes columns [w*seq_len, w*seq_len + seq_len) of every stream (the last
-window may be shorter); the trainer carries the hidden state from window w to w + 1 (detached),
-so every position 1..B*L of the stream is a target exactly once per epoch and sees the whole
-stream before it as context. The (N - 1) - B*L < B tail tokens are never targets.
+The epoch's id stream (N tokens) is cut into `batch_size` contiguous streams of
+L = (N - 1) // B predictions each: stream b holds ids[b*L : b*L + L + 1] (inputs are its first
+L ids, targets its last L). Window w takes columns [w*seq_len, w*seq_len + seq_len) of every
+stream (the last window may be shorter); the trainer carries the hidden state from window w to
+w + 1 (detached), so every position 1..B*L of the stream is a target exactly once per epoch and
+sees the whole stream before it as context. The (N - 1) - B*L < B tail tokens are never targets.
+
+With `shuffle_seed` the stream is rebuilt for every epoch from the songs in a new order (a
+permutation drawn from (seed, epoch), so a resumed run sees the same order): the model meets
+every song once per epoch but with different neighbours and window boundaries, which
+regularises a multi-epoch run on a small corpus. Without it the stream is the file's order.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lyricgen.errors import LyricgenInputError
 from lyricgen.io import MAX_UNMARKED_CHARS, has_marker_line, read_text_file
 
 
-class TbpttBatches:
-    """Windows over `ids` for truncated BPTT; `window(i)` -> (inputs[B, T], targets[B, T])."""
+def split_songs(text: str, marker: str) -> list[str]:
+    """`text` cut after every marker line (the line and its newline stay with the song before
+    it); "".join(result) == text. A text without marker lines is one piece."""
+    pieces = re.split(rf"(?<=^{re.escape(marker)}\n)", text, flags=re.MULTILINE)
+    return [piece for piece in pieces if piece]
 
-    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int) -> None:
-        if ids.dim() != 1:
-            raise ValueError("ids must be a 1-D tensor")
+
+class TbpttBatches:
+    """Windows over the epoch's stream; `window(i)` -> (inputs[B, T], targets[B, T]).
+
+    `pieces` is the whole id stream (a 1-D tensor) or its songs (1-D tensors, concatenated in
+    file order, or in a per-epoch order with `shuffle_seed`). Call `set_epoch(e)` when epoch e
+    starts; the stream length, and so `n_windows`, is the same for every epoch.
+    """
+
+    def __init__(self, pieces: torch.Tensor | Sequence[torch.Tensor], batch_size: int,
+                 seq_len: int, *, shuffle_seed: int | None = None) -> None:
+        self.pieces = [pieces] if isinstance(pieces, torch.Tensor) else list(pieces)
+        if any(piece.dim() != 1 for piece in self.pieces):
+            raise ValueError("ids must be 1-D tensors")
         self.batch_size = batch_size
         self.seq_len = seq_len
-        self.stream_len = (ids.numel() - 1) // batch_size
+        self.shuffle_seed = shuffle_seed
+        self.device: torch.device | str = "cpu"
+        self.stream_len = (sum(piece.numel() for piece in self.pieces) - 1) // batch_size
         if self.stream_len < 1:
-            raise ValueError(f"{ids.numel()} tokens are too few for batch_size {batch_size}")
-        span = self.stream_len
-        self.streams = torch.stack([ids[b * span: b * span + span + 1]
-                                    for b in range(batch_size)])
-        self.n_windows = math.ceil(span / seq_len)
+            raise ValueError(f"{sum(p.numel() for p in self.pieces)} tokens are too few for "
+                             f"batch_size {batch_size}")
+        self.n_windows = math.ceil(self.stream_len / seq_len)
+        self.set_epoch(0)
 
     @property
     def tokens_per_epoch(self) -> int:
         return self.batch_size * self.stream_len
+
+    def set_epoch(self, epoch: int) -> None:
+        """Build the streams of `epoch` (the file order, or the epoch's song permutation)."""
+        order = (range(len(self.pieces)) if self.shuffle_seed is None else
+                 np.random.default_rng([self.shuffle_seed, epoch]).permutation(len(self.pieces)))
+        ids = torch.cat([self.pieces[index] for index in order])
+        span = self.stream_len
+        self.streams = torch.stack([ids[b * span: b * span + span + 1]
+                                    for b in range(self.batch_size)]).to(self.device)
 
     def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = index * self.seq_len
@@ -45,6 +77,7 @@ class TbpttBatches:
         return self.streams[:, start:stop], self.streams[:, start + 1:stop + 1]
 
     def to(self, device: torch.device | str) -> TbpttBatches:
+        self.device = device
         self.streams = self.streams.to(device)
         return self
 

@@ -6,13 +6,15 @@ metrics.json (final + best) and curves.png.
 
 Training (lyricgen.rnn.data): each epoch processes every token once as `batch_size` contiguous
 streams read in windows of `seq_len`; the hidden state is carried between windows (detached)
-and reset at each epoch start. AdamW (weight decay on matrices only), gradient clipping,
+and reset at each epoch start. With `shuffle_songs` every epoch concatenates the songs in a
+new seeded order. AdamW (weight decay on matrices only), gradient clipping,
 warmup + cosine/linear decay following steps or, with `max_minutes`, the wall clock
 (lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate) runs
 after every epoch and every `eval_every` steps; `patience` validations without a new best stop
 the run. When `max_minutes` of wall clock (data loading and validations included) are spent
 the run stops, validates and checkpoints. CUDA uses autocast (bf16 where supported, else fp16
-with a GradScaler); CPU uses fp32 unless `precision` asks otherwise.
+with a GradScaler); CPU uses bf16 autocast where the cores have bf16 instructions, else fp32
+(`precision` overrides either). Master weights, optimizer state and validation stay fp32.
 
 Resumption: a run started again in an out dir that holds checkpoint/last.pt continues from
 it (model, optimizer, scaler, RNG, carried hidden state, position in the data) and produces
@@ -57,7 +59,7 @@ from lyricgen.rnn.checkpoint import (
     write_sidecars,
 )
 from lyricgen.rnn.config import RESUME_FREE, TrainConfig
-from lyricgen.rnn.data import TbpttBatches, read_text
+from lyricgen.rnn.data import TbpttBatches, read_text, split_songs
 from lyricgen.rnn.metrics import MetricsCsv
 from lyricgen.rnn.model import (
     ModelConfig,
@@ -100,14 +102,22 @@ class TrainResult:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA devices that support it, fp16 on older CUDA, fp32 on CPU."""
+    """auto -> bf16 on CUDA devices that support it, fp16 on older CUDA; on CPU bf16 where
+    the cores compute it natively (AVX512-BF16 or AMX: oneDNN's LSTM then runs ~1.5x faster
+    at batch 16), else fp32 (emulated bf16 is slower than fp32)."""
     if name != "auto":
         if name == "fp16" and device.type != "cuda":
             raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
         return name
     if device.type != "cuda":
-        return "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 class Trainer:
@@ -177,10 +187,14 @@ class Trainer:
         return payload
 
     def _make_batches(self) -> TbpttBatches:
-        ids = torch.tensor(self.vocab.encode(self.train_text), dtype=torch.long)
-        self.train_tokens = ids.numel()
+        config = self.config
+        songs = [torch.tensor(self.vocab.encode(song), dtype=torch.long)
+                 for song in split_songs(self.train_text, config.marker)]
+        self.train_tokens = sum(song.numel() for song in songs)
         try:
-            return TbpttBatches(ids, self.config.batch_size, self.config.seq_len).to(self.device)
+            return TbpttBatches(songs, config.batch_size, config.seq_len,
+                                shuffle_seed=config.seed if config.shuffle_songs else None,
+                                ).to(self.device)
         except ValueError as exc:
             raise LyricgenInputError(f"{self.config.data}: data: {exc}") from exc
 
@@ -189,7 +203,9 @@ class Trainer:
         groups = [{"params": [p for p in params if p.dim() >= 2],
                    "weight_decay": self.config.weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr)
+        fused = self.device.type in ("cpu", "cuda")  # one kernel per step: ~3 % faster on CPU
+        betas = (0.9, self.config.adam_beta2)
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=betas, fused=fused)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model_state"])
@@ -202,6 +218,7 @@ class Trainer:
         state = TrainState(**{key: payload[key] for key in TrainState.__dataclass_fields__})
         state.hidden = hidden_to(state.hidden, self.device)
         self.state = state
+        self.batches.set_epoch(state.epoch)
         self.clock_start = time.monotonic() - state.elapsed
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -294,6 +311,7 @@ class Trainer:
                 epoch_done = state.window == self.batches.n_windows
                 if epoch_done:
                     state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
+                    self.batches.set_epoch(state.epoch)
                 if state.step % config.log_every == 0 or epoch_done:
                     self._log_interval(pending, interval, result, bar)
                 if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
