@@ -186,8 +186,9 @@ TRAIN_RNN = Kind(
                                         "torch's 0.999 to a small model's changing gradients)",
                          min=0, max=0.9999),
         "grad_clip": _p("float", 1.0, "max global gradient norm; 0: no clipping", min=0),
-        "batch_size": _p("int", 16, "parallel contiguous streams (on CPU, 16 is where a "
-                                         "bf16 LSTM runs fastest per token)", min=1),
+        "batch_size": _p("int", 16, "parallel contiguous streams in all, split evenly over "
+                                    "torchrun's processes (on CPU, 16 is where a bf16 LSTM "
+                                    "runs fastest per token)", min=1),
         "seq_len": _p("int", 128, "truncated BPTT window (tokens)", min=1),
         "shuffle_songs": _p("bool", True, "concatenate the songs in a new seeded order every "
                                           "epoch (each token still once per epoch)"),
@@ -213,6 +214,7 @@ TRAIN_RNN = Kind(
     outputs={"checkpoint": "checkpoint", "metrics": "metrics.json"},
     resources={"cpus": 4, "mem": "8G", "time": "04:00:00"},
     gpu_capable=True,
+    distributed=True,
     checkpoints=True,
 )
 

@@ -69,16 +69,21 @@ def _chunks(full: list[int], start: int, streams: int, burn_in: int
 @torch.no_grad()
 def score_ids(model: torch.nn.Module, ids: list[int], context: list[int], *,
               device: torch.device | str = "cpu", streams: int = STREAMS,
-              burn_in: int = BURN_IN, window: int = WINDOW) -> float:
+              burn_in: int = BURN_IN, window: int = WINDOW,
+              shard: tuple[int, int] = (0, 1)) -> float:
     """Total NLL (nats) of `ids` given `context`; `model(tokens, hidden) -> (logits, hidden)`.
 
     `context` must be non-empty (it predicts the first id). The model's train/eval mode is
-    restored afterwards.
+    restored afterwards. `shard=(index, count)` scores only chunks index, index + count, ...:
+    the totals of the `count` shards add up to the whole text's (data-parallel validation).
     """
     if not ids or not context:
         raise ValueError("score_ids needs at least one id and one context id")
-    inputs, targets, mask = (t.to(device) for t in _chunks(context + ids, len(context),
-                                                            streams, burn_in))
+    index, count = shard
+    inputs, targets, mask = (t[index::count].to(device)
+                             for t in _chunks(context + ids, len(context), streams, burn_in))
+    if inputs.size(0) == 0:  # more shards than chunks: this one scores nothing
+        return 0.0
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -101,6 +106,11 @@ def evaluate_text(model: torch.nn.Module, vocab: Any, text: str, *,
         raise ValueError("cannot evaluate an empty text")
     nll = score_ids(model, ids, vocab.song_start_ids, device=device, streams=streams,
                     burn_in=burn_in)
+    return eval_result(nll, ids, text)
+
+
+def eval_result(nll: float, ids: list[int], text: str) -> EvalResult:
+    """The metrics of a total NLL (nats) that `score_ids` gave for `ids` = encode(`text`)."""
     return EvalResult(bpc=nll / math.log(2) / len(text), perplexity=math.exp(nll / len(ids)),
                       nll_bits=nll / math.log(2), tokens=len(ids), chars=len(text),
                       unk_rate=sum(1 for i in ids if i == 0) / len(ids))

@@ -319,12 +319,19 @@ def test_processes_per_node_defaults_to_one_per_gpu(tmp_path: Path, resources: s
 
 
 def test_single_process_kinds_keep_one_process_whatever_their_gpus(tmp_path: Path) -> None:
-    path = _write(tmp_path, "kind: train-rnn\nparams: {data: t.txt}\nresources: {gpus: 2}\n")
+    path = _write(tmp_path, "kind: clean\nparams: {input: t.txt}\nresources: {gpus: 2}\n")
     res = load_pipeline(path).jobs[0].resources
     assert (res.gpus, res.processes_per_node, res.nodes) == (2, 1, 1)
     path = _write(tmp_path, "kind: scrape\nresources:\n  processes_per_node: 2\n  cpus: 2\n")
     _assert_one_line(_error(path), path, 3, "resources.processes_per_node",
-                     "only kinds launched with torchrun can use more (finetune-llama)")
+                     "only kinds launched with torchrun can use more (train-rnn, "
+                     "finetune-llama)")
+
+
+def test_train_rnn_runs_one_process_per_gpu(tmp_path: Path) -> None:
+    path = _write(tmp_path, "kind: train-rnn\nparams: {data: t.txt}\nresources: {gpus: 2}\n")
+    res = load_pipeline(path).jobs[0].resources
+    assert (res.gpus, res.processes_per_node, res.nodes) == (2, 2, 1)
 
 
 @pytest.fixture

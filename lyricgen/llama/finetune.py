@@ -18,7 +18,7 @@ equal 1 rank x batch 2b up to float summation order. With Trainer the same guara
 depend on accelerate's sampler seeding, RNG-state files per rank, batch skipping on resume and
 per-device loss averaging, which are harder to see and to test. The step itself is
 lyricgen/llama/step.py (bench/qlora_gpu.py times it against HF Trainer). DDP is plain torch
-DistributedDataParallel (gloo on CPU, nccl on CUDA; lyricgen/llama/dist.py); only rank 0
+DistributedDataParallel (gloo on CPU, nccl on CUDA; lyricgen/dist.py); only rank 0
 writes files.
 
 Launch: `python -m lyricgen finetune-llama --config config.json` for one process;
@@ -45,10 +45,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lyricgen import dist
 from lyricgen.context import RunContext, package_versions
 from lyricgen.errors import LyricgenInputError
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
-from lyricgen.llama import checkpoint, dist, metrics
+from lyricgen.llama import checkpoint, metrics
 from lyricgen.llama.data import Examples, Schedule, build_examples, read_texts
 from lyricgen.llama.load import (
     Precision,

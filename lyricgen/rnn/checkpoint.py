@@ -15,8 +15,10 @@ done), `epoch`, `window` (the next TBPTT window of that epoch: the position in t
 `hidden` (the carried hidden state, CPU tensors, or None at an epoch start), `rng` (torch CPU
 and CUDA RNG states), `best` ({"step", "bpc", "ppl"} or None), `bad_evals`,
 `last_val_step`, `last_val`, `elapsed` (training seconds so far), `tokens_seen`, `stop_reason`
-(None while training can go on), `data_sha256` (of the training text) and `params` (the
-resolved job params).
+(None while training can go on), `data_sha256` (of the training text), `params` (the
+resolved job params), `world_size` (processes that trained it) and `rng_ranks` (every
+process's RNG states, None for one process; `rng` is rank 0's). With several processes
+`hidden` holds all their streams, in rank order.
 
 Files are written atomically (temp file in the same directory, fsync, os.replace): a kill leaves
 the previous complete file. A generator loads best.pt when present, else last.pt.

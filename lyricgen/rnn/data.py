@@ -7,6 +7,10 @@ stream (the last window may be shorter); the trainer carries the hidden state fr
 w + 1 (detached), so every position 1..B*L of the stream is a target exactly once per epoch and
 sees the whole stream before it as context. The (N - 1) - B*L < B tail tokens are never targets.
 
+Data-parallel training (several processes, lyricgen.dist) splits the B streams: process r of
+W holds streams [r*B/W, (r+1)*B/W), so W processes together see exactly the batches one process
+would, and `batch_size` means the same model whatever the process count (B % W must be 0).
+
 With `shuffle_seed` the stream is rebuilt for every epoch from the songs in a new order (a
 permutation drawn from (seed, epoch), so a resumed run sees the same order): the model meets
 every song once per epoch but with different neighbours and window boundaries, which
@@ -39,15 +43,21 @@ class TbpttBatches:
 
     `pieces` is the whole id stream (a 1-D tensor) or its songs (1-D tensors, concatenated in
     file order, or in a per-epoch order with `shuffle_seed`). Call `set_epoch(e)` when epoch e
-    starts; the stream length, and so `n_windows`, is the same for every epoch.
+    starts; the stream length, and so `n_windows`, is the same for every epoch. With
+    `world_size` > 1 the windows hold only this `rank`'s batch_size / world_size streams.
     """
 
     def __init__(self, pieces: torch.Tensor | Sequence[torch.Tensor], batch_size: int,
-                 seq_len: int, *, shuffle_seed: int | None = None) -> None:
+                 seq_len: int, *, shuffle_seed: int | None = None, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.pieces = [pieces] if isinstance(pieces, torch.Tensor) else list(pieces)
         if any(piece.dim() != 1 for piece in self.pieces):
             raise ValueError("ids must be 1-D tensors")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over "
+                             f"{world_size} processes")
         self.batch_size = batch_size
+        self.rows = range(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
         self.seq_len = seq_len
         self.shuffle_seed = shuffle_seed
         self.device: torch.device | str = "cpu"
@@ -69,7 +79,7 @@ class TbpttBatches:
         ids = torch.cat([self.pieces[index] for index in order])
         span = self.stream_len
         self.streams = torch.stack([ids[b * span: b * span + span + 1]
-                                    for b in range(self.batch_size)]).to(self.device)
+                                    for b in self.rows]).to(self.device)
 
     def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = index * self.seq_len

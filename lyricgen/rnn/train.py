@@ -23,6 +23,17 @@ schedules; with `max_minutes` the learning rate follows the clock, so a resumed 
 Params other than max_steps, checkpoint_every, log_every and device must equal the
 checkpoint's, or the run refuses to start (one error line).
 
+Data parallelism (lyricgen.dist): under torchrun (WORLD_SIZE > 1) each process trains on its
+batch_size / world_size of the streams (lyricgen.rnn.data), DistributedDataParallel averages the
+gradients (gloo on CPU, nccl on CUDA), and validation scores a share of the valid text per
+process. `batch_size` is the global batch, so W processes train the model one process would
+(up to dropout masks and float summation order). The processes agree on the clock and on stop
+signals every CLOCK_SYNC_STEPS steps (one tiny all-reduce), so the learning rate and the stop
+decision are the same everywhere. Only rank 0 writes files; a checkpoint gathers every
+process's hidden state and RNG, and a run resumes only with the same process count. It pays
+with several GPUs or many CPU cores; on 2 cores it does not (bench/rnn_data_parallel.py: the
+gradient all-reduce over gloo costs about what the second process gains).
+
 Preemption (lyricgen.preempt): SIGUSR1 or SIGTERM during the loop stops it after the current
 step with stop_reason "preempted": last.pt is saved (no extra validation, as for max_steps, so
 the resumed run stays identical), outputs are written and `run` raises Preempted (exit 75).
@@ -44,8 +55,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lyricgen import dist
 from lyricgen.errors import LyricgenInputError
-from lyricgen.evaluate import EvalResult, evaluate_text
+from lyricgen.evaluate import EvalResult, eval_result, score_ids
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.plots import save_curves
 from lyricgen.preempt import Preempted, StopSignals
@@ -74,6 +86,8 @@ from lyricgen.rnn.vocab import Vocab
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PREEMPTED = "preempted"
+_SIGNAL_CODES = (None, "USR1", "TERM")  # StopSignals.received, ordered for a max-reduce
+CLOCK_SYNC_STEPS = 8
 
 
 @dataclass
@@ -130,6 +144,10 @@ class Trainer:
         self.progress_bar = progress_bar
         self.stop_signal: str | None = None  # "USR1" or "TERM" once fit stopped on one
         self.clock_start = time.monotonic()
+        self.now = 0.0  # the elapsed seconds all processes agreed on at the current step
+        self.agreed_at: int | None = None  # the step of the last agreement (several processes)
+        self.dist = dist.env_info()
+        self.is_main = self.dist.is_main
         self.train_text = read_text(config.data, "data")
         self.data_sha256 = hashlib.sha256(self.train_text.encode("utf-8")).hexdigest()
         self.valid_text = (read_text(config.valid_data, "valid_data")
@@ -139,6 +157,13 @@ class Trainer:
         except ValueError as exc:
             raise LyricgenInputError(f"params: device: {exc}") from exc
         self.precision = resolve_precision(config.precision, self.device)
+        if config.batch_size % self.dist.world_size:
+            raise LyricgenInputError(
+                f"params: batch_size: {config.batch_size} streams do not split evenly over "
+                f"{self.dist.world_size} processes (batch_size is the global batch)")
+        dist.init(self.dist, self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":  # one GPU per local rank
+            self.device = torch.device("cuda", self.dist.local_rank)
         resume = self._load_resume_point()
         self.vocab = (Vocab.from_dict(resume["vocab"]) if resume else
                       Vocab.build(self.train_text, config.level, config.min_count,
@@ -149,6 +174,9 @@ class Trainer:
             config.arch, len(self.vocab), config.embedding_dim, config.hidden_size,
             config.num_layers, config.dropout, config.tie_weights)
         self.model = RnnLM(self.model_config).to(self.device)
+        self.forward = self._data_parallel(self.model)
+        if self.dist.rank:  # same initial weights everywhere, own dropout masks
+            torch.manual_seed(config.seed + 7919 * self.dist.rank)
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.schedule = LrSchedule(config.lr, config.lr_schedule, config.warmup_steps,
@@ -157,20 +185,25 @@ class Trainer:
         self.budget = config.max_minutes * 60.0 if config.max_minutes else None
         self.state = TrainState()
         self.metrics = MetricsCsv(self.out_dir / "metrics.csv")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.valid_ids = self.vocab.encode(self.valid_text) if self.valid_text else []
         if resume:
             self._restore(resume)
-            print(f"train-rnn: resuming from {self.ckpt_dir / LAST} at step {self.state.step} "
-                  f"(epoch {self.state.epoch}, window {self.state.window})", file=sys.stderr)
-        self.metrics.truncate_after(self.state.step if resume else -1)
-        write_sidecars(self.ckpt_dir, self.vocab, self.model_config, config.to_dict())
+            if self.is_main:
+                print(f"train-rnn: resuming from {self.ckpt_dir / LAST} at step "
+                      f"{self.state.step} (epoch {self.state.epoch}, window "
+                      f"{self.state.window})", file=sys.stderr)
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics.truncate_after(self.state.step if resume else -1)
+            write_sidecars(self.ckpt_dir, self.vocab, self.model_config, config.to_dict())
 
     # --- setup -------------------------------------------------------------------------------
 
     def _load_resume_point(self) -> dict[str, Any] | None:
-        for stale in self.ckpt_dir.glob(".*.tmp"):  # a kill during a save leaves these
-            stale.unlink(missing_ok=True)
-        remove_stale_temp_files(self.out_dir)  # metrics.json / metrics.csv / curves.png temps
+        if self.is_main:
+            for stale in self.ckpt_dir.glob(".*.tmp"):  # a kill during a save leaves these
+                stale.unlink(missing_ok=True)
+            remove_stale_temp_files(self.out_dir)  # metrics.json / .csv / curves.png temps
         path = self.ckpt_dir / LAST
         if not path.is_file():
             return None
@@ -184,6 +217,11 @@ class Trainer:
         if payload["data_sha256"] != self.data_sha256:
             raise LyricgenInputError(f"{self.config.data}: data: the file changed since "
                                      f"{path} was written; use a new out dir to train on it")
+        written_by = payload.get("world_size", 1)
+        if written_by != self.dist.world_size:
+            raise LyricgenInputError(
+                f"{path}: world_size: written by {written_by} process(es), this run has "
+                f"{self.dist.world_size}; resume with the same processes_per_node x nodes")
         return payload
 
     def _make_batches(self) -> TbpttBatches:
@@ -194,9 +232,19 @@ class Trainer:
         try:
             return TbpttBatches(songs, config.batch_size, config.seq_len,
                                 shuffle_seed=config.seed if config.shuffle_songs else None,
+                                rank=self.dist.rank, world_size=self.dist.world_size,
                                 ).to(self.device)
         except ValueError as exc:
             raise LyricgenInputError(f"{self.config.data}: data: {exc}") from exc
+
+    def _data_parallel(self, model: RnnLM) -> torch.nn.Module:
+        """The module the training step calls: `model` itself, or DDP around it."""
+        if not self.dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = list(self.model.parameters())
@@ -212,11 +260,12 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer_state"])
         if payload["scaler_state"] and self.scaler.is_enabled():  # fp16 run resumed as fp16
             self.scaler.load_state_dict(payload["scaler_state"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        if self.device.type == "cuda" and payload["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
+        rng = payload["rng_ranks"][self.dist.rank] if self.dist.enabled else payload["rng"]
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         state = TrainState(**{key: payload[key] for key in TrainState.__dataclass_fields__})
-        state.hidden = hidden_to(state.hidden, self.device)
+        state.hidden = hidden_to(_hidden_rows(state.hidden, self.batches.rows), self.device)
         self.state = state
         self.batches.set_epoch(state.epoch)
         self.clock_start = time.monotonic() - state.elapsed
@@ -224,23 +273,31 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def _payload(self) -> dict[str, Any]:
+        """The checkpoint; every process must call it (it gathers their hidden states and RNG
+        states), only rank 0's result is complete."""
         state = self.state
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": (torch.cuda.get_rng_state(self.device)
+                        if self.device.type == "cuda" else None)}
+        gathered = dist.all_gather_object((hidden_to(state.hidden, "cpu"), rng), self.dist)
         return {
             "format": FORMAT, "model_config": self.model_config.to_dict(),
             "vocab": self.vocab.to_dict(), "params": self.config.to_dict(),
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scaler_state": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": (torch.cuda.get_rng_state(self.device)
-                             if self.device.type == "cuda" else None)},
+            "rng": rng,
             **{key: getattr(state, key) for key in TrainState.__dataclass_fields__},
-            "hidden": hidden_to(state.hidden, "cpu"),
+            "hidden": _cat_hidden([hidden for hidden, _ in gathered]),
             "elapsed": self.elapsed(), "data_sha256": self.data_sha256,
+            "world_size": self.dist.world_size,
+            "rng_ranks": [rank_rng for _, rank_rng in gathered] if self.dist.enabled else None,
         }
 
     def _save(self, *names: str) -> None:
         payload = self._payload()
+        if not self.is_main:
+            return
         for name in names:
             save_checkpoint(payload, self.ckpt_dir / name)
 
@@ -249,18 +306,37 @@ class Trainer:
     def elapsed(self) -> float:
         return time.monotonic() - self.clock_start
 
+    def _agree_on_clock(self, stop: StopSignals) -> str | None:
+        """Set self.now to the elapsed seconds (the maximum over processes) and return the
+        stop signal any process received ("TERM" over "USR1"), or None: one all-reduce, so
+        every process takes the same learning rate and the same stop decision. Processes
+        agree every CLOCK_SYNC_STEPS steps (a gloo all-reduce costs ~0.5 ms) and keep the
+        agreed values in between."""
+        if not self.dist.enabled:
+            self.now = self.elapsed()
+            return stop.received
+        if self.agreed_at is not None and self.state.step - self.agreed_at < CLOCK_SYNC_STEPS:
+            return self.stop_signal
+        self.agreed_at = self.state.step
+        flags = torch.tensor([self.elapsed(), _SIGNAL_CODES.index(stop.received)],
+                             dtype=torch.float64, device=self.device)
+        elapsed, code = dist.all_reduce_max(flags, self.dist).tolist()
+        self.now = elapsed
+        return _SIGNAL_CODES[int(code)]
+
     def _stop_reason(self, stop: StopSignals) -> str | None:
         """Why training ends now, or None; a signal counts only when nothing else ends it."""
+        self.stop_signal = self._agree_on_clock(stop)
         config, state = self.config, self.state
         if state.epoch >= config.epochs:
             return "epochs"
         if self.valid_text and config.patience > 0 and state.bad_evals >= config.patience:
             return "early_stopping"
-        if self.budget is not None and self.elapsed() >= self.budget:
+        if self.budget is not None and self.now >= self.budget:
             return "max_minutes"
         if config.max_steps is not None and state.step >= config.max_steps:
             return "max_steps"
-        if stop.received:
+        if self.stop_signal:
             return PREEMPTED
         return None
 
@@ -272,12 +348,12 @@ class Trainer:
     def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one window; returns the (detached) mean loss tensor."""
         state = self.state
-        lr = self.schedule.lr(state.step, progress(state.step, self.total_steps, self.elapsed(),
+        lr = self.schedule.lr(state.step, progress(state.step, self.total_steps, self.now,
                                                    self.budget))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            logits, hidden = self.model(inputs, state.hidden)
+            logits, hidden = self.forward(inputs, state.hidden)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
                                    targets.reshape(-1))
         state.hidden = detach_hidden(hidden)
@@ -290,7 +366,7 @@ class Trainer:
         self.scaler.update()
         state.step += 1
         state.window += 1
-        state.tokens_seen += targets.numel()
+        state.tokens_seen += targets.numel() * self.dist.world_size
         return loss.detach()
 
     def fit(self) -> TrainResult:
@@ -301,7 +377,7 @@ class Trainer:
         pending: list[torch.Tensor] = []
         interval = _Interval(time.monotonic(), state.tokens_seen)
         bar = tqdm(total=None if self.budget else self.total_steps, initial=state.step,
-                   disable=not self.progress_bar,
+                   disable=not (self.progress_bar and self.is_main),
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         with StopSignals() as stop:
@@ -319,7 +395,6 @@ class Trainer:
                     interval = _Interval(time.monotonic(), state.tokens_seen)
                 elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
                     self._save(LAST)
-            self.stop_signal = stop.received
         if pending:
             self._log_interval(pending, interval, result, bar)
         bar.close()
@@ -328,12 +403,15 @@ class Trainer:
             self._validate_and_save()
         else:  # a pause: no extra validation, so a resumed run stays identical
             self._save(LAST)
-        result.metrics = self._write_outputs()
+        if self.is_main:
+            result.metrics = self._write_outputs()
+        dist.barrier(self.dist)  # nobody exits (torchrun would stop rank 0) before rank 0 wrote
         return result
 
     def _log_interval(self, pending: list[torch.Tensor], interval: _Interval,
                       result: TrainResult, bar: tqdm) -> None:
-        losses = torch.stack(pending).float().tolist()
+        mean_over_ranks = dist.all_reduce_sum(torch.stack(pending).float(), self.dist)
+        losses = (mean_over_ranks / self.dist.world_size).tolist()
         pending.clear()
         result.step_losses.extend(losses)
         now = time.monotonic()
@@ -341,6 +419,8 @@ class Trainer:
         interval.start, interval.tokens = now, self.state.tokens_seen
         lr = self.optimizer.param_groups[0]["lr"]
         mean_loss = sum(losses) / len(losses)
+        if not self.is_main:
+            return
         self.metrics.append(step=self.state.step, epoch=self._epoch_position(),
                             train_loss=mean_loss, lr=lr, tokens_per_s=speed,
                             elapsed=self.elapsed())
@@ -356,7 +436,7 @@ class Trainer:
         state.last_val_step = state.step
         names = [LAST]
         if self.valid_text is not None:
-            result = evaluate_text(self.model, self.vocab, self.valid_text, device=self.device)
+            result = self._validate()
             state.last_val = {"step": state.step, "bpc": result.bpc, "ppl": result.perplexity}
             if state.best is None or result.bpc < state.best["bpc"]:
                 state.best = dict(state.last_val)
@@ -367,7 +447,17 @@ class Trainer:
             self._log_validation(result)
         self._save(*names)
 
+    def _validate(self) -> EvalResult:
+        """The valid text's metrics; each process scores its share of the text."""
+        nll = score_ids(self.model, self.valid_ids, self.vocab.song_start_ids,
+                        device=self.device, shard=(self.dist.rank, self.dist.world_size))
+        total = dist.all_reduce_sum(torch.tensor(nll, dtype=torch.float64, device=self.device),
+                                    self.dist)
+        return eval_result(float(total), self.valid_ids, self.valid_text or "")
+
     def _log_validation(self, result: EvalResult) -> None:
+        if not self.is_main:
+            return
         self.metrics.append(step=self.state.step, epoch=self._epoch_position(),
                             val_bpc=result.bpc, val_ppl=result.perplexity,
                             elapsed=self.elapsed())
@@ -394,7 +484,8 @@ class Trainer:
             "windows_per_epoch": self.batches.n_windows,
             "vocab_size": len(self.vocab), "parameters": count_parameters(self.model),
             "device": str(self.device), "precision": self.precision,
-            "threads": torch.get_num_threads(), "params": self.config.to_dict(),
+            "threads": torch.get_num_threads(), "world_size": self.dist.world_size,
+            "params": self.config.to_dict(),
         }
         atomic_write_json(self.out_dir / "metrics.json", metrics)
         self._plot(rows)
@@ -417,9 +508,31 @@ class _Interval:
     tokens: int
 
 
+def _hidden_rows(hidden: Any, rows: range) -> Any:
+    """The carried hidden state of streams `rows` (this process's share of a checkpoint's)."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h[:, rows.start:rows.stop] for h in hidden)
+    return hidden[:, rows.start:rows.stop]
+
+
+def _cat_hidden(parts: list[Any]) -> Any:
+    """Every process's hidden state (in rank order) as one state over all streams."""
+    if parts[0] is None:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(layer, dim=1) for layer in zip(*parts, strict=True))
+    return torch.cat(parts, dim=1)
+
+
 def _configure_threads() -> None:
-    """Use the CPUs SLURM gave the job (torch would otherwise take every core of the node)."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    """Use the CPUs SLURM gave the job (torch would otherwise take every core of the node):
+    OMP_NUM_THREADS when set (jobs.runtime sets cpus / processes for several processes per
+    node), else SLURM_CPUS_PER_TASK."""
+    cpus = os.environ.get("OMP_NUM_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK", "")
     if cpus.isdigit() and int(cpus) > 0:
         torch.set_num_threads(int(cpus))
 
@@ -430,10 +543,15 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     config = TrainConfig.from_params(params)
     _configure_threads()
     trainer = Trainer(config, ctx.out_dir)
-    metrics = trainer.fit().metrics
-    if metrics["stop_reason"] == PREEMPTED:
-        raise Preempted("train-rnn", trainer.stop_signal or "?", metrics["final"]["step"],
+    try:
+        metrics = trainer.fit().metrics
+    finally:
+        dist.shutdown(trainer.dist)
+    if trainer.state.stop_reason == PREEMPTED:
+        raise Preempted("train-rnn", trainer.stop_signal or "?", trainer.state.step,
                         str(trainer.ckpt_dir / LAST))
+    if not trainer.is_main:
+        return {}
     return {"train_rnn": {key: metrics[key] for key in
                           ("stop_reason", "best", "final", "device", "precision", "parameters",
                            "vocab_size")}}

@@ -1,4 +1,5 @@
-"""torch.distributed setup for data-parallel fine-tuning (torchrun or srun).
+"""torch.distributed setup for data-parallel training (train-rnn, finetune-llama) under
+torchrun or srun.
 
 A run is distributed when WORLD_SIZE > 1 in the environment; then RANK, LOCAL_RANK,
 MASTER_ADDR and MASTER_PORT must be set too (torchrun sets all five; under srun export them
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
@@ -67,6 +69,24 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         torch_dist.all_reduce(total, op=torch_dist.ReduceOp.SUM)
     return total
+
+
+def all_reduce_max(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise maximum of `values` over ranks (a new tensor; unchanged for one process)."""
+    total = values.detach().clone()
+    if info.enabled:
+        torch_dist.all_reduce(total, op=torch_dist.ReduceOp.MAX)
+    return total
+
+
+def all_gather_object(value: Any, info: DistInfo) -> list[Any]:
+    """[value of rank 0, value of rank 1, ...] on every rank (picklable values; [value] for one
+    process)."""
+    if not info.enabled:
+        return [value]
+    gathered: list[Any] = [None] * info.world_size
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def barrier(info: DistInfo) -> None:
