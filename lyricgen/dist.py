@@ -10,6 +10,7 @@ helpers in the same order.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,12 @@ def init(info: DistInfo, device_type: str) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group. Drop every DistributedDataParallel wrapper first: one still
+    alive keeps the gloo group alive past destroy_process_group, and its threads then abort
+    the process at interpreter exit ("terminate called without an active exception"). The
+    gc pass collects wrappers that are unreferenced but sit in reference cycles."""
     if info.enabled and torch_dist.is_initialized():
+        gc.collect()
         torch_dist.destroy_process_group()
 
 

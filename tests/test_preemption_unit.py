@@ -257,10 +257,10 @@ class SignalledTrainer(rnn_train.Trainer):
 
     at = 7
 
-    def _train_step(self, inputs, targets):
+    def _train_step(self, forward, inputs, targets):
         if self.state.step + 1 == self.at:
             os.kill(os.getpid(), signal.SIGUSR1)
-        return super()._train_step(inputs, targets)
+        return super()._train_step(forward, inputs, targets)
 
 
 def test_rnn_stops_after_the_signalled_step_and_resumes_to_the_same_losses(corpus, tmp_path):

@@ -174,7 +174,6 @@ class Trainer:
             config.arch, len(self.vocab), config.embedding_dim, config.hidden_size,
             config.num_layers, config.dropout, config.tie_weights)
         self.model = RnnLM(self.model_config).to(self.device)
-        self.forward = self._data_parallel(self.model)
         if self.dist.rank:  # same initial weights everywhere, own dropout masks
             torch.manual_seed(config.seed + 7919 * self.dist.rank)
         self.optimizer = self._make_optimizer()
@@ -238,7 +237,9 @@ class Trainer:
             raise LyricgenInputError(f"{self.config.data}: data: {exc}") from exc
 
     def _data_parallel(self, model: RnnLM) -> torch.nn.Module:
-        """The module the training step calls: `model` itself, or DDP around it."""
+        """The module the training step calls: `model` itself, or DDP around it (a collective:
+        rank 0's weights are broadcast). Keep it no longer than the loop: a DDP object that
+        outlives destroy_process_group can abort the process at interpreter exit (gloo)."""
         if not self.dist.enabled:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -345,15 +346,17 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
-    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on one window; returns the (detached) mean loss tensor."""
+    def _train_step(self, forward: torch.nn.Module, inputs: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on one window through `forward` (the model or its DDP wrapper);
+        returns the (detached) mean loss tensor."""
         state = self.state
         lr = self.schedule.lr(state.step, progress(state.step, self.total_steps, self.now,
                                                    self.budget))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            logits, hidden = self.forward(inputs, state.hidden)
+            logits, hidden = forward(inputs, state.hidden)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
                                    targets.reshape(-1))
         state.hidden = detach_hidden(hidden)
@@ -380,9 +383,10 @@ class Trainer:
                    disable=not (self.progress_bar and self.is_main),
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        forward = self._data_parallel(self.model)
         with StopSignals() as stop:
             while (reason := self._stop_reason(stop)) is None:
-                pending.append(self._train_step(*self.batches.window(state.window)))
+                pending.append(self._train_step(forward, *self.batches.window(state.window)))
                 bar.update()
                 epoch_done = state.window == self.batches.n_windows
                 if epoch_done:
@@ -395,6 +399,7 @@ class Trainer:
                     interval = _Interval(time.monotonic(), state.tokens_seen)
                 elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
                     self._save(LAST)
+        del forward
         if pending:
             self._log_interval(pending, interval, result, bar)
         bar.close()
