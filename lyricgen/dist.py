@@ -69,19 +69,13 @@ def shutdown(info: DistInfo) -> None:
         torch_dist.destroy_process_group()
 
 
-def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum of `values` over ranks (returned as a new tensor; unchanged for one process)."""
+def all_reduce(values: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.Tensor:
+    """The elementwise "sum" or "max" of `values` over ranks, as a new tensor (a copy for one
+    process)."""
     total = values.detach().clone()
     if info.enabled:
-        torch_dist.all_reduce(total, op=torch_dist.ReduceOp.SUM)
-    return total
-
-
-def all_reduce_max(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Elementwise maximum of `values` over ranks (a new tensor; unchanged for one process)."""
-    total = values.detach().clone()
-    if info.enabled:
-        torch_dist.all_reduce(total, op=torch_dist.ReduceOp.MAX)
+        reduce_op = {"sum": torch_dist.ReduceOp.SUM, "max": torch_dist.ReduceOp.MAX}[op]
+        torch_dist.all_reduce(total, op=reduce_op)
     return total
 
 

@@ -231,7 +231,7 @@ class FinetuneRun:
         """Whether any rank got a stop signal (one all-reduce when distributed, so that
         every rank stops after the same step)."""
         flag = torch.tensor([1.0 if stop.received else 0.0], device=self.device)
-        return bool(dist.all_reduce_sum(flag, self.info).item() > 0)
+        return bool(dist.all_reduce(flag, self.info).item() > 0)
 
     def _step(self, wrapped: Any, index: int) -> tuple[float, float]:
         """One optimizer step (0-based `index`): returns (mean loss per target, grad norm)."""
@@ -245,7 +245,7 @@ class FinetuneRun:
             autocast=self._autocast, max_grad_norm=self.p.max_grad_norm,
             no_sync=wrapped.no_sync if self.info.enabled else None)
         self.tokens += targets
-        total = dist.all_reduce_sum(loss_sum, self.info)
+        total = dist.all_reduce(loss_sum, self.info)
         return float(total) / targets, grad_norm
 
     @torch.no_grad()
@@ -263,7 +263,7 @@ class FinetuneRun:
             sums[0] += float(token_loss_sum(logits, batch["labels"]))
             sums[1] += data.target_count(chunk)
         self.model.train()
-        sums = dist.all_reduce_sum(sums, self.info)
+        sums = dist.all_reduce(sums, self.info)
         return float(sums[0] / sums[1])
 
     def _save_checkpoint(self, step: int) -> None:

@@ -321,7 +321,7 @@ class Trainer:
         self.agreed_at = self.state.step
         flags = torch.tensor([self.elapsed(), _SIGNAL_CODES.index(stop.received)],
                              dtype=torch.float64, device=self.device)
-        elapsed, code = dist.all_reduce_max(flags, self.dist).tolist()
+        elapsed, code = dist.all_reduce(flags, self.dist, "max").tolist()
         self.now = elapsed
         return _SIGNAL_CODES[int(code)]
 
@@ -415,7 +415,7 @@ class Trainer:
 
     def _log_interval(self, pending: list[torch.Tensor], interval: _Interval,
                       result: TrainResult, bar: tqdm) -> None:
-        mean_over_ranks = dist.all_reduce_sum(torch.stack(pending).float(), self.dist)
+        mean_over_ranks = dist.all_reduce(torch.stack(pending).float(), self.dist)
         losses = (mean_over_ranks / self.dist.world_size).tolist()
         pending.clear()
         result.step_losses.extend(losses)
@@ -456,7 +456,7 @@ class Trainer:
         """The valid text's metrics; each process scores its share of the text."""
         nll = score_ids(self.model, self.valid_ids, self.vocab.song_start_ids,
                         device=self.device, shard=(self.dist.rank, self.dist.world_size))
-        total = dist.all_reduce_sum(torch.tensor(nll, dtype=torch.float64, device=self.device),
+        total = dist.all_reduce(torch.tensor(nll, dtype=torch.float64, device=self.device),
                                     self.dist)
         return eval_result(float(total), self.valid_ids, self.valid_text or "")
 
