@@ -181,7 +181,7 @@ TRAIN_RNN = Kind(
         "warmup_steps": _p("int", 100, "linear warmup steps", min=0),
         "min_lr_ratio": _p("float", 0.02, "final learning rate as a fraction of lr", min=0,
                            max=1),
-        "weight_decay": _p("float", 0.01, "AdamW decoupled weight decay (matrices only)", min=0),
+        "weight_decay": _p("float", 0.05, "AdamW decoupled weight decay (matrices only)", min=0),
         "adam_beta2": _p("float", 0.99, "AdamW second-moment decay (0.99 adapts faster than "
                                         "torch's 0.999 to a small model's changing gradients)",
                          min=0, max=0.9999),

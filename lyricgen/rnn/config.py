@@ -38,7 +38,7 @@ class TrainConfig:
     lr_schedule: str = "linear"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.02
-    weight_decay: float = 0.01
+    weight_decay: float = 0.05
     adam_beta2: float = 0.99
     grad_clip: float = 1.0
     batch_size: int = 16
