@@ -190,6 +190,10 @@ def _announce(run: Run) -> dict[str, Any]:
             origin = job["cached_from"]
             click.echo(f"  {name:<16} skipped: cached from {origin['run']}/{origin['job']} "
                        f"({origin['out_dir']})")
+        elif job.get("resumed_from"):
+            origin = job["resumed_from"]
+            click.echo(f"  {name:<16} resumes from the checkpoint of {origin['run']}/"
+                       f"{origin['job']}, which did not complete (--force starts fresh)")
     return record
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 from jobs import cache
 from jobs.errors import InputError
+from jobs.kinds import KINDS
 from jobs.manifest import bind_outputs
 from jobs.render import render_script
+from jobs.resume import ResumePoint, find_resume_point, seed_out_dir
 from jobs.spec import JobSpec, Pipeline, Profile, Resources, Source, Task
 from jobs.state import RUN_SCHEMA, Run, atomic_write_bytes, atomic_write_json, claim_run_dir
 
@@ -68,12 +70,14 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
     references, write every other job's files and run.json. Submits nothing.
 
     `pipeline` is as loaded (references unbound); `profiles` maps each job's profile name to
-    its Profile. With `force`, no job is skipped. Raises InputError for a job that cannot be
-    rendered, before anything is written.
+    its Profile. A checkpointing job that an earlier run left failed resumes from a copy of
+    its out dir (jobs.resume; not in a dry run). With `force`, no job is skipped or resumed.
+    Raises InputError for a job that cannot be rendered, before anything is written.
 
     run.json: schema, run_id, created, executor, dry_run, manifest {path, text}, profiles,
     git_commit, code_version, versions, order (job names, needs first) and jobs {name: {kind,
     profile, needs, tasks, array, cache_key, skipped, cached_from (CacheEntry dict or null),
+    resumed_from (jobs.resume.ResumePoint dict or null: the out dir started as its copy),
     job_dir (null when skipped), out_dir, spec (bound JobSpec.to_dict), loaded_spec (as
     loaded, references unbound: what the cache key hashes), submissions: []}}.
     """
@@ -81,11 +85,16 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
     code = cache.code_version(PROJECT_DIR)
     keys: dict[str, str] = {}
     hits: dict[str, cache.CacheEntry] = {}
+    resumes: dict[str, ResumePoint] = {}
     for job in pipeline.jobs:
         keys[job.name] = cache.job_cache_key(job, {n: keys[n] for n in job.needs}, code)
         hit = None if force else index.lookup(keys[job.name])
         if hit is not None:
             hits[job.name] = hit
+        elif not force and KINDS[job.kind].checkpoints:
+            point = find_resume_point(runs_dir, keys[job.name])
+            if point is not None:
+                resumes[job.name] = point
 
     def prepare(run_dir: Path) -> tuple[Pipeline, dict[str, str], Callable[[str], Path]]:
         def out_dir_of(name: str) -> Path:
@@ -107,10 +116,14 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
         job_dir = None if hit else run_dir / job.name
         if job_dir is not None:
             write_job_files(job, scripts[job.name], run_dir.name, job_dir)
+        resume = resumes.get(job.name) if not dry_run else None
+        if resume is not None:
+            seed_out_dir(resume, out_dir_of(job.name))
         jobs[job.name] = {
             "kind": job.kind, "profile": job.profile, "needs": list(job.needs),
             "tasks": len(job.tasks), "array": job.array, "cache_key": keys[job.name],
             "skipped": hit is not None, "cached_from": hit.to_dict() if hit else None,
+            "resumed_from": resume.to_dict() if resume else None,
             "job_dir": str(job_dir) if job_dir else None, "out_dir": str(out_dir_of(job.name)),
             "spec": job.to_dict(), "loaded_spec": pipeline.job(job.name).to_dict(),
             "submissions": [],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from jobs import plan
 from jobs.cli import load
-from jobs.executors import collect_status, full_selection
+from jobs.executors import collect_status, full_selection, process_alive
 from jobs.executors.local import LocalExecutor
 from jobs.state import Run, write_task_status
 
@@ -171,3 +172,16 @@ def test_vanished_processes_are_not_reported_as_active(tmp_path: Path,
     assert result["b"] == [("CANCELLED", "jobctl run was interrupted")]
     assert result["c"] == [("CANCELLED", "dependency failed (b)")]
     assert result["lone"] == [("UNKNOWN", "no status file")]
+
+
+def test_a_zombie_process_is_not_alive():
+    """A job.sh orphaned by a killed jobctl may stay a zombie under a PID 1 that never reaps
+    it; its task must still read as ended (FAILED), not RUNNING forever."""
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    assert not process_alive(child.pid)  # exited, not yet reaped
+    child.wait()
+    assert process_alive(os.getpid()) and not process_alive(child.pid)

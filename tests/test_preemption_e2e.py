@@ -192,3 +192,64 @@ def test_local_run_is_preempted_by_sigusr1_and_resubmit_resumes_it(project, unin
     log = (status_file.parents[1] / "logs/local-0.out").read_text(encoding="utf-8")
     assert f"resuming from {out / 'checkpoint/last.pt'} at step {stopped} " in log
     assert_same_training(out, uninterrupted)
+
+
+def test_local_run_killed_with_sigkill_then_the_same_command_resumes_it(
+        project, uninterrupted, monkeypatch):
+    """`kill -9` of `jobctl run`, job.sh and lyricgen in the middle of training, then the very
+    same command: the new run starts from a copy of the killed job's out dir, resumes from its last
+    checkpoint and ends like the uninterrupted run; the killed run is left as it was."""
+    runs = project / "runs-kill"
+    shutil.rmtree(runs, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    command = [str(JOBCTL), "run", "train.yaml", "--profile", "local.yaml", "--runs-dir",
+               str(runs)]
+    running = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    status_file = wait_for("job.sh to start", lambda: next(runs.glob("*/train/status/0.json"),
+                                                           None))
+    killed_out = status_file.parents[1] / "out"
+    wait_for("a first checkpoint", lambda: (killed_out / "checkpoint/last.pt").exists())
+    script_pid = json.loads(status_file.read_text(encoding="utf-8"))["pid"]
+    os.killpg(script_pid, signal.SIGKILL)  # job.sh's session: job.sh and lyricgen
+    os.killpg(running.pid, signal.SIGKILL)  # and jobctl itself
+    running.wait(timeout=WAIT)
+    killed = status(project, str(runs))
+    assert killed["state"] == "FAILED", f"training ended before it could be killed: {killed}"
+    checkpoint_step = torch.load(killed_out / "checkpoint/last.pt", weights_only=True)["step"]
+    killed_run = status_file.parents[2].name
+
+    _resume_is_planned_unless_forced(project, runs, killed_run, monkeypatch)
+    again = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
+                           timeout=WAIT, check=False)
+    assert again.returncode == 0, again.stderr
+    assert f"train            resumes from the checkpoint of {killed_run}/train" in again.stdout
+    job = status(project, str(runs))
+    assert job["state"] == "COMPLETED" and job["out_dir"] != str(killed_out)
+    out = Path(job["out_dir"])
+    log = (Path(job["job_dir"]) / "logs/local-0.out").read_text(encoding="utf-8")
+    assert f"resuming from {out / 'checkpoint/last.pt'} at step {checkpoint_step} " in log
+    assert_same_training(out, uninterrupted)
+    assert not (killed_out / "metrics.json").exists()  # the killed run's files are untouched
+    assert jobctl(project, *command[1:]).stdout.strip().endswith("every job is cached "
+                                                                 "(use --force to rerun)")
+
+
+def _resume_is_planned_unless_forced(project: Path, runs: Path, killed_run: str,
+                                     monkeypatch) -> None:
+    """create_run on a copy of the runs dir: it seeds the out dir from the killed run, and
+    with force it does not (the copy keeps the real runs dir free of unsubmitted runs)."""
+    from jobs.cli import load
+    from jobs.plan import create_run
+
+    monkeypatch.chdir(project)
+    pipeline, profiles = load("train.yaml", "local.yaml")
+    scratch = project / "runs-kill-plans"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(runs, scratch)
+    forced = create_run(pipeline, profiles, scratch, executor="local", force=True).read()
+    assert forced["jobs"]["train"]["resumed_from"] is None
+    assert not any(Path(forced["jobs"]["train"]["out_dir"]).iterdir())
+    planned = create_run(pipeline, profiles, scratch, executor="local").read()
+    assert planned["jobs"]["train"]["resumed_from"]["run"] == killed_run
+    assert (Path(planned["jobs"]["train"]["out_dir"]) / "checkpoint/last.pt").is_file()

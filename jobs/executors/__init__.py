@@ -176,7 +176,9 @@ def with_requeues(reason: str | None, requeues: Any) -> str | None:
 
 
 def process_alive(pid: Any) -> bool:
-    """Whether a process with this id exists here (a reused id counts as alive)."""
+    """Whether a process with this id exists here (a reused id counts as alive). A zombie
+    does not: a job.sh whose jobctl was killed is reparented to PID 1, which in a container
+    often never reaps it."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -185,7 +187,16 @@ def process_alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """State Z in /proc/PID/stat (Linux; elsewhere never)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
