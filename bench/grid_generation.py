@@ -75,7 +75,8 @@ def main() -> None:
 
     generator = build_generator(args.corpus, args.device, args.hidden, args.seed)
     spec = GridSpec(model="-", prompts=tuple(PROMPTS), temperatures=tuple(TEMPERATURES),
-                    samples=args.samples, max_tokens=args.tokens)
+                    top_p=None, top_k=None, max_tokens=args.tokens, samples=args.samples,
+                    seed=args.seed, shards=1, batch_size=args.batch_size, device=args.device)
     cells = grid_cells(spec)
     timed(generator, cells[:4], 4, 10, args.seed)  # warm-up
     batched_s, batched_tokens = timed(generator, cells, args.batch_size, args.tokens, args.seed)

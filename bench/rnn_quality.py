@@ -33,8 +33,8 @@ DISCO = Path(__file__).resolve().parents[1].parent / "shared/corpora/disco"
 
 
 def recipes(data: Path, valid: Path, minutes: float) -> dict[str, TrainConfig]:
-    ours = TrainConfig(data=str(data), valid_data=str(valid), max_minutes=minutes,
-                       epochs=1000, device="cpu")
+    ours = TrainConfig.from_params(dict(data=str(data), valid_data=str(valid),
+                                        max_minutes=minutes, epochs=1000, device="cpu"))
     anchor = dataclasses.replace(
         ours, arch="gru", hidden_size=512, embedding_dim=64, num_layers=1, dropout=0.0,
         lr=2e-3, lr_schedule="constant", warmup_steps=0, weight_decay=0.0, grad_clip=1.0,

@@ -132,8 +132,8 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
-        config = TrainConfig(data=handle.name, valid_data=None, device="cpu", epochs=1000,
-                             checkpoint_every=0)
+        config = TrainConfig.from_params(dict(data=handle.name, valid_data=None, device="cpu",
+                                              epochs=1000, checkpoint_every=0))
         overrides = {"arch": args.arch, "hidden_size": args.hidden_size,
                      "batch_size": args.batch_size, "seq_len": args.seq_len}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})

@@ -9,9 +9,10 @@ a `path` param that the job reads (files over 64 MiB by size and mtime, not byte
 its needs; the code version; and, for distributed kinds, the world size (it sets the
 global batch).
 
-Code version = sha256 of the lyricgen package version and every file under jobs/, lyricgen/
-and templates/ of the checkout (relative path + bytes, __pycache__ skipped). A git commit alone
-would miss uncommitted edits; the commit is recorded in run.json for provenance instead.
+Code version = sha256 of the lyricgen package version and every file under jobs/, kindspec/,
+lyricgen/ and templates/ of the checkout (relative path + bytes, __pycache__ skipped). A git
+commit alone would miss uncommitted edits; the commit is recorded in run.json for provenance
+instead.
 
 Index: RUNS/.cache.json maps key -> entry {run, job, job_dir, out_dir, tasks}. An entry is
 trusted only after checking that every task's status file says COMPLETED and the out dir
@@ -31,11 +32,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from jobs.kinds import KINDS
-from jobs.spec import OUTPUT_REF, JobSpec
+from jobs.spec import JobSpec
 from jobs.state import atomic_write_json, list_runs, read_json
+from kindspec.registry import KINDS
+from kindspec.schema import OUTPUT_REF
 
-CODE_DIRS = ("jobs", "lyricgen", "templates")
+CODE_DIRS = ("jobs", "kindspec", "lyricgen", "templates")
 _CHUNK = 1 << 20
 BIG_FILE = 64 << 20
 
@@ -102,7 +104,7 @@ def path_digest(path: Path) -> str:
 
 
 def code_version(project_dir: Path) -> str:
-    """sha256 of the lyricgen version and the sources under jobs/, lyricgen/, templates/."""
+    """sha256 of the lyricgen version and the sources under CODE_DIRS."""
     digest = hashlib.sha256()
     try:
         digest.update(metadata.version("lyricgen").encode())

@@ -34,7 +34,6 @@ from jobs.executors import (
 from jobs.executors.slurm import SlurmExecutor, compress_indices
 from jobs.image import image_group
 from jobs.kind_docs import kind_reference, kinds_overview
-from jobs.kinds import KINDS
 from jobs.manifest import load_pipeline
 from jobs.plan import (
     config_document,
@@ -54,6 +53,7 @@ from jobs.rerun import (
 from jobs.spec import Pipeline, Profile
 from jobs.state import RUN_ID, Run, archive_task_status, find_run, resolve_runs_dir
 from jobs.validate import did_you_mean
+from kindspec.registry import KINDS
 
 DEFAULT_PYTHON = Profile.__dataclass_fields__["python"].default
 RUNS_DIR_HELP = "runs directory (default: $JOBCTL_RUNS_DIR, the profile's runs_dir, ./runs)"

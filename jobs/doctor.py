@@ -49,10 +49,10 @@ from jobs.image import (
     test_argv,
     version_argv,
 )
-from jobs.kinds import SCRAPE
 from jobs.profiles import load_profile
 from jobs.runtime import container_env_names
 from jobs.spec import Profile
+from kindspec.registry import SCRAPE
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 SLURM_TIMEOUT_S = 20

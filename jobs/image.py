@@ -46,6 +46,7 @@ import click
 
 from jobs.errors import InputError, JobFailure, UsageError
 from jobs.profiles import load_profile
+from kindspec import provenance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DEF = REPO_ROOT / "containers" / "lyricgen.def"
@@ -245,13 +246,7 @@ def project_version(pyproject: Path) -> str:
 
 def git_commit(project_dir: Path) -> str:
     """HEAD's commit, `-dirty` appended when tracked files differ; `unknown` without git."""
-    head = run_command(["git", "-C", str(project_dir), "rev-parse", "HEAD"], 20)
-    if not head.ok or not head.stdout.strip():
-        return "unknown"
-    status = run_command(["git", "-C", str(project_dir), "status", "--porcelain",
-                          "--untracked-files=no"], 60)
-    dirty = "-dirty" if status.ok and status.stdout.strip() else ""
-    return head.stdout.strip() + dirty
+    return provenance.git_commit(project_dir, mark_dirty=True) or "unknown"
 
 
 def build_args(project_dir: Path, now: dt.datetime | None = None) -> dict[str, str]:

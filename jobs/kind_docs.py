@@ -1,6 +1,6 @@
 """Plain-text reference of the kinds registry, for `jobctl kinds [KIND]`.
 
-Pure functions over jobs.kinds (no I/O), so the text always matches what validation accepts.
+Pure functions over kindspec.registry (no I/O), so the text always matches what validation accepts.
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobs.kinds import KINDS, Kind, Param
+from kindspec.registry import KINDS
+from kindspec.schema import Kind, Param
 
 
 def kinds_overview() -> str:
@@ -44,11 +45,20 @@ def _signature(param: Param) -> str:
     if param.choices:
         parts.append("one of " + ", ".join(str(choice) for choice in param.choices))
     if param.min is not None and param.max is not None:
-        parts.append(f"range [{_show(param.min)}, {_show(param.max)}]")
+        parts.append(f"range {'(' if param.min_open else '['}{_show(param.min)}, "
+                     f"{_show(param.max)}{')' if param.max_open else ']'}")
     elif param.min is not None:
-        parts.append(f">= {_show(param.min)}")
+        parts.append(f"{'>' if param.min_open else '>='} {_show(param.min)}")
     elif param.max is not None:
-        parts.append(f"<= {_show(param.max)}")
+        parts.append(f"{'<' if param.max_open else '<='} {_show(param.max)}")
+    if param.pattern_help:
+        parts.append(param.pattern_help)
+    if param.min_items:
+        parts.append(f"at least {param.min_items} item(s)")
+    if param.unique:
+        parts.append("no duplicates")
+    if param.input:
+        parts.append(f"input: an existing {param.input.replace('_', ' ')}")
     return "; ".join(parts)
 
 

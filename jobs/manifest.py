@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.kinds import KINDS, Kind
-from jobs.params import ValueProblem, check_value, default_value
 from jobs.resources import parse_resources
-from jobs.spec import OUTPUT_REF, SAFE_NAME, JobSpec, Pipeline, Source, Task
+from jobs.spec import SAFE_NAME, JobSpec, Pipeline, Source, Task
 from jobs.validate import (
     Where,
     clean_string,
@@ -49,6 +47,15 @@ from jobs.validate import (
     sequence,
 )
 from jobs.yamlsafe import LineDict, LineList, count_values, load_yaml, plain
+from kindspec.registry import KINDS
+from kindspec.resolve import (
+    ParamProblem,
+    check_combined,
+    check_input_paths,
+    required_message,
+    unknown_param_message,
+)
+from kindspec.schema import OUTPUT_REF, Kind, ValueProblem, check_value, default_value
 
 JOB_KEYS = ("kind", "name", "profile", "resources", "params", "matrix", "throttle")
 PIPELINE_JOB_KEYS = (*JOB_KEYS, "needs")
@@ -81,9 +88,11 @@ class _Draft:
     refs: list[_Ref]
 
 
-def load_pipeline(path: Path, *, base_dir: Path | None = None,
-                  profile: str | None = None) -> Pipeline:
-    """Load and validate a manifest; jobs come back in topological (needs-first) order."""
+def load_pipeline(path: Path, *, base_dir: Path | None = None, profile: str | None = None,
+                  check_inputs: bool = True) -> Pipeline:
+    """Load and validate a manifest; jobs come back in topological (needs-first) order.
+    `check_inputs=False` skips only the input path checks (kindspec.inputs), for tests and
+    tools that look at a manifest's structure away from its data."""
     path = Path(path)
     text, doc = load_yaml(path)
     where = Where(str(path))
@@ -101,6 +110,11 @@ def load_pipeline(path: Path, *, base_dir: Path | None = None,
     _check_needs(drafts)
     ordered = _topological(drafts)
     _check_refs(ordered)
+    for draft in ordered:  # after the structure: params that clash, then missing inputs
+        _check_tasks(draft, lambda kind, values, world: check_combined(kind, values, world))
+    if check_inputs:
+        for draft in ordered:
+            _check_tasks(draft, lambda kind, values, world: check_input_paths(kind, values))
     return Pipeline(source=str(path), text=text, jobs=tuple(d.spec for d in ordered))
 
 
@@ -196,12 +210,12 @@ def _draft(data: LineDict, where: Where, base: Path, fallback: tuple[str, bool],
     params = _params(data, kind, where, base, refs)
     cells = _matrix(data, kind, params, where, base, refs)
     _require(kind, params, cells, data, where)
+    resources = parse_resources(data.get("resources"), kind, where.at("resources"),
+                                data.line_of("resources"))
     tasks = _tasks(kind, params, cells or [{}], base)
     tasks = _shard(kind, tasks, cells is not None, data, where)
     array = cells is not None or len(tasks) > 1
     throttle = _throttle(data, where, array)
-    resources = parse_resources(data.get("resources"), kind, where.at("resources"),
-                                data.line_of("resources"))
     spec = JobSpec(name=name, kind=kind.name, profile=profile, needs=needs,
                    resources=resources, tasks=tasks, array=array, throttle=throttle,
                    source=Source(where.path, data.line))
@@ -247,9 +261,7 @@ def _params(data: LineDict, kind: Kind, where: Where, base: Path,
     for key, value in given.items():
         at = where.at("params").at(key)
         if key not in kind.params:
-            raise at.error(given.line_of(key), f"unknown param for kind {kind.name!r}"
-                                               f"{did_you_mean(key, kind.params)} "
-                                               f"(params: {', '.join(kind.params)})")
+            raise at.error(given.line_of(key), unknown_param_message(kind, key))
         checked[key] = _value(kind, key, value, at, given.line_of(key), base)
         _collect_refs(value, at, given.line_of(key), refs)
     return checked
@@ -308,8 +320,7 @@ def _matrix(data: LineDict, kind: Kind, params: dict[str, Any], where: Where, ba
 def _axis(kind: Kind, key: str, values: Any, params: dict[str, Any], where: Where, line: int,
           base: Path, refs: list[_Ref]) -> list[tuple[str, Any]]:
     if key not in kind.params:
-        raise where.error(line, f"unknown param for kind {kind.name!r}"
-                                f"{did_you_mean(key, kind.params)}")
+        raise where.error(line, unknown_param_message(kind, key))
     if key in params:
         raise where.error(line, f"{key!r} is set both in params and in matrix; keep one")
     items = sequence(values, where, line, "a non-empty list of values")
@@ -331,9 +342,33 @@ def _require(kind: Kind, params: dict[str, Any], cells: list[dict[str, Any]] | N
     given = set(params) | (set(cells[0]) if cells else set())
     for name, param in kind.params.items():
         if param.required and name not in given:
-            help_text = f" ({param.help})" if param.help else ""
-            raise where.at("params").error(data.line_of("params"), f"missing required param "
-                                           f"{name!r} for kind {kind.name!r}{help_text}")
+            raise where.at("params").error(data.line_of("params"), required_message(kind, name))
+
+
+def _check_tasks(draft: _Draft, check: Callable[[Kind, dict[str, Any], int], None]) -> None:
+    """Run a kindspec.resolve check (kind, full params, world size) on each of the job's
+    tasks; a ParamProblem becomes an error on the line where the offending key was written."""
+    spec = draft.spec
+    for task in spec.tasks:
+        try:
+            check(KINDS[spec.kind], task.params, spec.resources.world_size)
+        except ParamProblem as exc:
+            raise _param_where(exc.key, draft.data, draft.where).error(
+                _param_line(exc.key, draft.data), exc.message) from None
+
+
+def _param_where(key: str, data: LineDict, where: Where) -> Where:
+    in_matrix = isinstance(data.get("matrix"), LineDict) and key in data["matrix"]
+    return where.at("matrix" if in_matrix else "params").at(key)
+
+
+def _param_line(key: str, data: LineDict) -> int:
+    """The line of `key` in params or matrix, else of params:, else of the job."""
+    for section in ("params", "matrix"):
+        block = data.get(section)
+        if isinstance(block, LineDict) and key in block:
+            return block.line_of(key)
+    return data.line_of("params") if "params" in data else data.line
 
 
 def _shard(kind: Kind, tasks: tuple[Task, ...], has_matrix: bool, data: LineDict,

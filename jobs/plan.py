@@ -6,28 +6,23 @@ nothing. The executors (jobs.executors) take the Run it returns.
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from jobs import cache
 from jobs.errors import InputError
-from jobs.kinds import KINDS
 from jobs.manifest import bind_outputs
 from jobs.render import render_script
 from jobs.resume import ResumePoint, find_resume_point, seed_out_dir
 from jobs.spec import JobSpec, Pipeline, Profile, Resources, Source, Task
 from jobs.state import RUN_SCHEMA, Run, atomic_write_bytes, atomic_write_json, claim_run_dir
+from kindspec.provenance import git_commit, package_versions
+from kindspec.registry import KINDS
 
 CONFIG_SCHEMA = 1
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-VERSIONED_PACKAGES = ("lyricgen", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                      "tokenizers", "lyricsgenius", "click", "PyYAML", "Jinja2", "filelock")
-
 
 def config_document(job: JobSpec, run_id: str, job_dir: Path) -> dict[str, Any]:
     """config.json for lyricgen (schema 1, see lyricgen/context.py `load_config`)."""
@@ -162,23 +157,3 @@ def refresh_cache_keys(run: Run, names: Sequence[str]) -> None:
                 job["cache_key"] = cache.job_cache_key(spec, needs, code)
 
     run.update(change)
-
-
-def git_commit(directory: Path) -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                                text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
-
-
-def package_versions() -> dict[str, str | None]:
-    """Python and installed package versions from metadata (imports nothing, not torch)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions

@@ -70,7 +70,6 @@ from pathlib import Path
 
 import jinja2
 
-from jobs.kinds import KINDS, Kind
 from jobs.resources import time_limit_seconds, warning_seconds
 from jobs.runtime import (
     ENV_NAME,
@@ -83,6 +82,8 @@ from jobs.runtime import (
     lyricgen_argv,
 )
 from jobs.spec import SAFE_NAME, JobSpec, Profile
+from kindspec.registry import KINDS
+from kindspec.schema import Kind
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "sbatch.sh.j2"

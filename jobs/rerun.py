@@ -25,13 +25,13 @@ from typing import Any
 
 from jobs.errors import UsageError
 from jobs.executors import FAILURES, UNKNOWN, JobState
-from jobs.kinds import KINDS
 from jobs.plan import render_job, spec_from_dict
 from jobs.resources import parse_resources
 from jobs.spec import Profile, Source
 from jobs.state import Run, atomic_write_bytes
 from jobs.validate import Where
 from jobs.yamlsafe import LineDict
+from kindspec.registry import KINDS
 
 Overrides = dict[str, dict[str, str]]  # job -> {"mem": "8G", "time": "02:00:00"}
 

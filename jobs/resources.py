@@ -30,10 +30,11 @@ import dataclasses
 import re
 from typing import Any
 
-from jobs.kinds import KINDS, Kind
 from jobs.spec import Resources
 from jobs.validate import Where, clean_string, describe, integer, known_keys, mapping
 from jobs.yamlsafe import LineDict
+from kindspec.registry import KINDS
+from kindspec.schema import Kind
 
 _MEM = re.compile(r"[1-9][0-9]*[KMGT]", re.I)
 _TIME = re.compile(r"""[0-9]+(?::[0-5]?[0-9]){0,2}        # MM, MM:SS, HH:MM:SS

@@ -44,9 +44,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from jobs.kinds import KINDS
 from jobs.resources import warning_seconds
 from jobs.spec import JobSpec, Profile
+from kindspec.registry import KINDS
 
 RUNTIMES = ("host", "apptainer")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -3,10 +3,10 @@ loading (jobs.manifest), rendering (jobs.render), state (jobs.state) and executo
 
 Everything here is plain data (frozen dataclasses, JSON-serialisable through `to_dict`).
 Params are already type-checked and defaulted by the kind registry. Params may still hold
-*output references*: strings exactly of the form `{{ needs.JOB.outputs.NAME }}` (see
-`OUTPUT_REF`), which `jobs.manifest.bind_outputs` replaces by absolute paths once the run
-directory is known. Any other text, Jinja-looking or not, is kept verbatim: values only ever
-reach the job through config.json, never through shell or template text.
+*output references*: strings exactly of the form `{{ needs.JOB.outputs.NAME }}`
+(kindspec.schema `OUTPUT_REF`), which `jobs.manifest.bind_outputs` replaces by absolute paths
+once the run directory is known. Any other text, Jinja-looking or not, is kept verbatim:
+values only ever reach the job through config.json, never through shell or template text.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTPUT_REF = re.compile(r"^\{\{\s*needs\.([A-Za-z0-9_.-]+)\.outputs\.([A-Za-z0-9_]+)\s*\}\}$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

@@ -7,7 +7,6 @@ known keys) and plain strings that later reach scripts or sbatch options.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from jobs.errors import InputError
 from jobs.yamlsafe import LineDict, LineList
+from kindspec.schema import describe, did_you_mean
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -34,26 +34,6 @@ class Where:
 
     def error(self, line: int | None, message: str) -> InputError:
         return InputError(self.path, line, self.key, message)
-
-
-def did_you_mean(word: Any, options: Iterable[str]) -> str:
-    """`; did you mean 'x'?` for the closest option, or "" when none is close."""
-    close = difflib.get_close_matches(str(word), sorted(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def describe(value: Any) -> str:
-    """A short human rendering of a YAML value for `got ...` messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def mapping(value: Any, where: Where, line: int, what: str = "a mapping") -> LineDict:

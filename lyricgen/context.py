@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kindspec.provenance import git_commit, package_versions
 from lyricgen.errors import LyricgenInputError
 from lyricgen.io import atomic_write_json
 
 CONFIG_SCHEMA = 1
-TRACKED_PACKAGES = ("lyricgen", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                    "tokenizers", "lyricsgenius", "numpy", "pandas")
 
 
 @dataclass
@@ -77,25 +73,6 @@ def load_config(config_path: Path, task: int | None) -> tuple[str, dict[str, Any
         task_index=index, task_count=len(tasks), matrix=entry.get("matrix", {}),
     )
     return config["kind"], dict(entry["params"]), ctx
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def write_provenance(ctx: RunContext, params: dict[str, Any], extra: dict[str, Any] | None = None

@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from kindspec.inputs import input_problem
+from kindspec.inputs import model_kind_of as detect_model_kind
 from lyricgen.errors import LyricgenInputError
-
-RNN_CHECKPOINTS = ("best.pt", "last.pt")
-LLAMA_MARKERS = ("adapter_config.json", "config.json")
 
 
 @runtime_checkable
@@ -40,20 +39,12 @@ class TextGenerator(Protocol):
 
 
 def model_kind_of(model_path: Path) -> str:
-    """"rnn" or "llama" from the files at `model_path`; LyricgenInputError when neither."""
-    path = Path(model_path)
-    if path.is_file() and path.suffix == ".pt":
-        return "rnn"
-    if path.is_dir():
-        for directory in (path / "checkpoint", path):
-            if any((directory / name).is_file() for name in RNN_CHECKPOINTS):
-                return "rnn"
-        if any((path / name).is_file() for name in LLAMA_MARKERS):
-            return "llama"
-    what = "does not exist" if not path.exists() else "is no model"
-    raise LyricgenInputError(
-        f"{path}: model: {what} (expected a train-rnn out dir, its checkpoint/ dir or a .pt "
-        "file, or a LLaMA dir with adapter_config.json or config.json)")
+    """"rnn" or "llama" from the files at `model_path` (kindspec.inputs); LyricgenInputError
+    when it holds neither."""
+    kind = detect_model_kind(Path(model_path))
+    if kind is None:
+        raise LyricgenInputError(f"params: model: {input_problem('model', model_path)}")
+    return kind
 
 
 def load_generator(model_path: Path, device: str = "auto") -> TextGenerator:

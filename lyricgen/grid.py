@@ -23,10 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,94 +36,32 @@ from lyricgen.errors import LyricgenInputError
 from lyricgen.generation import TextGenerator, load_generator, model_kind_of
 from lyricgen.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from lyricgen.metrics import METRIC_DEFINITIONS, mean_metrics, text_metrics
+from lyricgen.params import build_config
 
 GRID_SCHEMA = 1
-DEVICES = ("auto", "cpu", "cuda")
 log = logging.getLogger(__name__)
-
-
-def _fail(key: str, message: str) -> LyricgenInputError:
-    return LyricgenInputError(f"params: {key}: {message}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _int(params: dict[str, Any], key: str, low: int) -> int:
-    value = params[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise _fail(key, f"must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _temperatures(values: Any) -> tuple[float, ...]:
-    if not isinstance(values, list | tuple) or not values:
-        raise _fail("temperatures", "must be a non-empty list of numbers >= 0")
-    for i, value in enumerate(values):
-        if not _is_number(value) or not math.isfinite(value) or value < 0:
-            raise _fail(f"temperatures[{i}]", f"must be a finite number >= 0, got {value!r}")
-    if len(set(map(float, values))) != len(values):
-        raise _fail("temperatures", f"has duplicates: {values}")
-    return tuple(float(v) for v in values)
-
-
-def _prompts(values: Any) -> tuple[str, ...]:
-    if not isinstance(values, list) or not values:
-        raise _fail("prompts", "must be a non-empty list of strings")
-    for i, value in enumerate(values):
-        if not isinstance(value, str) or not value:
-            raise _fail(f"prompts[{i}]", f"must be a non-empty string, got {value!r}")
-    return tuple(values)
 
 
 @dataclass(frozen=True)
 class GridSpec:
-    """Validated generate-grid params (defaults as in jobs/kinds.py GENERATE_GRID)."""
+    """The generate-grid params (kindspec.registry GENERATE_GRID: defaults and checks there)."""
 
     model: str
     prompts: tuple[str, ...]
-    temperatures: tuple[float, ...] = (0.5, 0.8, 1.1)
-    top_p: float | None = None
-    top_k: int | None = None
-    max_tokens: int = 200
-    samples: int = 2
-    seed: int = 42
-    shards: int = 1
-    batch_size: int = 64
-    device: str = "auto"
+    temperatures: tuple[float, ...]
+    top_p: float | None
+    top_k: int | None
+    max_tokens: int
+    samples: int
+    seed: int
+    shards: int
+    batch_size: int
+    device: str
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> GridSpec:
         """Check types and ranges; LyricgenInputError names the offending `params: KEY`."""
-        known = {f.name for f in fields(cls)}
-        for key in params:
-            if key not in known:
-                raise _fail(key, f"unknown key (known: {', '.join(sorted(known))})")
-        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-        merged = {**defaults, **params}
-        for key in ("model", "prompts"):
-            if key not in params:
-                raise _fail(key, "missing")
-        if not isinstance(merged["model"], str) or not merged["model"]:
-            raise _fail("model", "must be a path")
-        top_p = merged["top_p"]
-        if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
-            raise _fail("top_p", f"must be null or a number in (0, 1], got {top_p!r}")
-        if merged["top_k"] is not None:
-            _int(merged, "top_k", 0)
-        if merged["device"] not in DEVICES:
-            raise _fail("device", f"must be one of {', '.join(DEVICES)}, got {merged['device']!r}")
-        if not isinstance(merged["seed"], int) or isinstance(merged["seed"], bool):
-            raise _fail("seed", f"must be an integer, got {merged['seed']!r}")
-        return cls(
-            model=merged["model"], prompts=_prompts(merged["prompts"]),
-            temperatures=_temperatures(merged["temperatures"]),
-            top_p=None if top_p is None else float(top_p), top_k=merged["top_k"],
-            max_tokens=_int(merged, "max_tokens", 1), samples=_int(merged, "samples", 1),
-            seed=merged["seed"], shards=_int(merged, "shards", 1),
-            batch_size=_int(merged, "batch_size", 1), device=merged["device"],
-        )
+        return build_config(cls, "generate-grid", params)
 
     def to_params(self) -> dict[str, Any]:
         """The resolved params as JSON-ready values."""

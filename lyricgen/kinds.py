@@ -1,7 +1,9 @@
-"""Which module implements each job kind: `python -m lyricgen KIND` imports it lazily.
+"""Which module implements each job kind, and its config class.
 
-Every entry's module exposes `run(params: dict, ctx: RunContext) -> dict | None` (the returned
-dict, if any, is added to provenance.json). Keep in step with jobs/kinds.py (params schema).
+`python -m lyricgen KIND` imports the kind's module lazily; every module exposes
+`run(params: dict, ctx: RunContext) -> dict | None` (the returned dict, if any, is added to
+provenance.json). Each kind's config class (`CONFIGS`) is built from the one param schema in
+kindspec.registry by its `from_params` (lyricgen.params.build_config).
 """
 
 from __future__ import annotations
@@ -18,7 +20,21 @@ ENTRY_POINTS: dict[str, str] = {
     "report": "lyricgen.report",
     "finetune-llama": "lyricgen.llama.finetune",
 }
+CONFIGS: dict[str, str] = {
+    "scrape": "lyricgen.corpus.scrape:ScrapeParams",
+    "clean": "lyricgen.corpus.clean:CleanParams",
+    "train-rnn": "lyricgen.rnn.config:TrainConfig",
+    "generate-grid": "lyricgen.grid:GridSpec",
+    "report": "lyricgen.report:ReportParams",
+    "finetune-llama": "lyricgen.llama.params:FinetuneParams",
+}
 
 
 def load_runner(kind: str) -> Callable[..., Any]:
     return importlib.import_module(ENTRY_POINTS[kind]).run
+
+
+def config_class(kind: str) -> Any:
+    """The kind's config dataclass (its fields are the kind's params)."""
+    module, name = CONFIGS[kind].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -17,6 +17,7 @@ import base64
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
 from lyricgen.context import RunContext
-from lyricgen.errors import LyricgenInputError
 from lyricgen.grid import load_grids, merge_grids, write_grid
 from lyricgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lyricgen.params import build_config
 
 PLOT_NAME = "metrics_by_temperature.png"
 REPORT_NAME = "report.html"
@@ -42,6 +43,17 @@ PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
       "rhyme_alternate_any"), True),
     ("length (mean per continuation)", ("words", "lines"), False),
 )
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """The report kind's params (kindspec.registry REPORT)."""
+
+    grid: Path
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ReportParams:
+        return build_config(cls, "report", params)
 
 
 def plot_metrics(grid: dict[str, Any]) -> bytes:
@@ -107,12 +119,7 @@ def write_report(out_dir: Path, grid: dict[str, Any]) -> Path:
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """The `report` kind: merge a generate-grid job's grid(s) and write the report."""
-    unknown = sorted(set(params) - {"grid"})
-    if unknown:
-        raise LyricgenInputError(f"params: {unknown[0]}: unknown key (known: grid)")
-    if not isinstance(params.get("grid"), str) or not params["grid"]:
-        raise LyricgenInputError("params: grid: missing (a generate-grid out dir)")
-    source = Path(params["grid"])
+    source = ReportParams.from_params(params).grid
     grids = load_grids(source)
     grid = merge_grids(grids, source)
     write_grid(ctx.out_dir, grid)

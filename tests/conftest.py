@@ -133,7 +133,7 @@ if code:
     print(f"fake failure {{code}}", flush=True)
     sys.exit(code)
 sys.path.insert(0, {repo!r})
-from jobs.kinds import KINDS
+from kindspec.registry import KINDS
 for name in KINDS[config["kind"]].outputs.values():
     (out / name).write_text(f"output of {{config['job']}} task {{task}}\\n")
 print("fake done", flush=True)

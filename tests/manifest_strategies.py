@@ -25,8 +25,9 @@ from typing import Any, Protocol, TypeVar
 import yaml
 from hypothesis import strategies as st
 
-from jobs.kinds import KINDS, Param
 from jobs.yamlsafe import parse_yaml, plain
+from kindspec.registry import KINDS
+from kindspec.schema import Param
 
 T = TypeVar("T")
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=24)

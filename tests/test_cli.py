@@ -238,7 +238,7 @@ def test_script_ctrl_c_cancels_running_and_waiting(manifest: Path, tmp_path: Pat
 
 
 def test_kinds_lists_every_kind_and_one_kinds_params() -> None:
-    from jobs.kinds import KINDS
+    from kindspec.registry import KINDS
 
     overview = CliRunner().invoke(cli, ["kinds"])
     assert overview.exit_code == 0
@@ -260,6 +260,9 @@ def test_kinds_lists_every_kind_and_one_kinds_params() -> None:
 def test_run_refuses_multi_node_jobs_before_creating_a_run(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "t.jsonl").write_text("{}\n")
     (tmp_path / "m.yaml").write_text(
         "jobs:\n  - kind: finetune-llama\n    name: ft\n"
         "    params: {model_path: base, data_path: t.jsonl}\n"

@@ -82,9 +82,10 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("evaluate")
     train = folder / "train.txt"
     train.write_text((DISCO / "train.txt").read_text(encoding="utf-8")[:8000], encoding="utf-8")
-    config = TrainConfig(data=str(train), valid_data=str(train), device="cpu", arch="gru",
-                         hidden_size=48, embedding_dim=16, batch_size=8, seq_len=32, epochs=4,
-                         lr=1e-2, warmup_steps=0, dropout=0.0, checkpoint_every=0)
+    config = TrainConfig.from_params(dict(
+        data=str(train), valid_data=str(train), device="cpu", arch="gru", hidden_size=48,
+        embedding_dim=16, batch_size=8, seq_len=32, epochs=4, lr=1e-2, warmup_steps=0,
+        dropout=0.0, checkpoint_every=0))
     Trainer(config, folder / "out", progress_bar=False).fit()
     return folder / "out", train
 

@@ -30,6 +30,7 @@ jobs:
 def _write(tmp_path: Path, shards: int, output: str = "dir", extra: str = "") -> Path:
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
+    (model / "best.pt").write_bytes(b"")  # what the input check looks for
     path = tmp_path / "grid.yaml"
     path.write_text(PIPELINE.format(model=model, shards=shards, output=output, extra=extra))
     return path

@@ -18,11 +18,11 @@ import torch
 from jobs.errors import InputError
 from jobs.executors import ended_state
 from jobs.executors.slurm import slurm_task_state
-from jobs.kinds import KINDS
 from jobs.manifest import load_pipeline
 from jobs.render import render_script
 from jobs.resources import time_limit_seconds, warning_seconds
 from jobs.spec import JobSpec, Profile, Resources, Task
+from kindspec.registry import KINDS
 from lyricgen.preempt import EXIT_PREEMPTED, Preempted, StopSignals
 from lyricgen.rnn import train as rnn_train
 from lyricgen.rnn.config import TrainConfig
@@ -264,9 +264,10 @@ class SignalledTrainer(rnn_train.Trainer):
 
 
 def test_rnn_stops_after_the_signalled_step_and_resumes_to_the_same_losses(corpus, tmp_path):
-    config = TrainConfig(data=corpus[0], valid_data=corpus[1], device="cpu", arch="gru",
-                         hidden_size=16, embedding_dim=8, batch_size=4, seq_len=16, epochs=1,
-                         warmup_steps=3, checkpoint_every=0, log_every=1, eval_every=15)
+    config = TrainConfig.from_params(dict(
+        data=corpus[0], valid_data=corpus[1], device="cpu", arch="gru", hidden_size=16,
+        embedding_dim=8, batch_size=4, seq_len=16, epochs=1, warmup_steps=3, checkpoint_every=0,
+        log_every=1, eval_every=15))
     whole = rnn_train.Trainer(config, tmp_path / "a", progress_bar=False).fit()
     first = SignalledTrainer(config, tmp_path / "b", progress_bar=False)
     stopped = first.fit()

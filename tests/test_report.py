@@ -22,8 +22,16 @@ TEXTS = {
 }
 
 
-def _grid() -> dict:
-    spec = GridSpec.from_params({"model": "/models/gru", "prompts": ["Bajo la luna", "Mi <b>"],
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the grid's model would be (a checkpoint file is all the input check needs)."""
+    folder = tmp_path_factory.mktemp("gru")
+    (folder / "best.pt").write_bytes(b"")
+    return str(folder)
+
+
+def _grid(model: str) -> dict:
+    spec = GridSpec.from_params({"model": model, "prompts": ["Bajo la luna", "Mi <b>"],
                                  "temperatures": [0.5, 1.0], "samples": 1})
     cells = [cell_record(c, TEXTS[c.prompt_index, c.temperature_index], spec)
              for c in grid_cells(spec)]
@@ -55,8 +63,8 @@ class _Cells(html.parser.HTMLParser):
             self.current.append(data)
 
 
-def test_report_escapes_and_lays_out_the_grid() -> None:
-    grid = _grid()
+def test_report_escapes_and_lays_out_the_grid(model: str) -> None:
+    grid = _grid(model)
     page = render_html(grid, plot_metrics(grid))
     assert "<script>" not in page and "Mi <b>" not in page and "Mi &lt;b&gt;" in page
     assert "&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -72,8 +80,8 @@ def test_report_escapes_and_lays_out_the_grid() -> None:
     assert headers == ["0.5", "1.0"]
 
 
-def test_parameters_and_metrics_are_shown() -> None:
-    grid = _grid()
+def test_parameters_and_metrics_are_shown(model: str) -> None:
+    grid = _grid(model)
     page = render_html(grid, plot_metrics(grid))
     assert "<th>top_p</th><td><code>null</code></td>" in page
     assert '<code>[&#34;Bajo la luna&#34;, &#34;Mi &lt;b&gt;&#34;]</code>' in page
@@ -84,24 +92,25 @@ def test_parameters_and_metrics_are_shown() -> None:
     assert "words 0 · lines 0 · distinct_1 –" in page  # the empty continuation
 
 
-def test_plot_is_a_png_even_with_missing_values() -> None:
-    grid = _grid()
+def test_plot_is_a_png_even_with_missing_values(model: str) -> None:
+    grid = _grid(model)
     assert grid["aggregates"]["by_temperature"][0]["mean"]["distinct_2"] is not None
     png = plot_metrics(grid)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_metrics(grid) == png  # deterministic bytes
 
 
-def test_write_report_files(tmp_path: Path) -> None:
-    path = write_report(tmp_path, _grid())
+def test_write_report_files(tmp_path: Path, model: str) -> None:
+    path = write_report(tmp_path, _grid(model))
     assert path == tmp_path / "report.html"
     assert (tmp_path / "metrics_by_temperature.png").stat().st_size > 1000
     assert 'href="cells/p0_t0.5_s0.txt"' in path.read_text("utf-8")
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({}, "params: grid: missing"),
-    ({"grid": "x", "title": "t"}, "params: title: unknown key"),
+    ({}, "params: grid: missing required param"),
+    ({"grid": "x", "title": "t"}, "params: title: unknown param"),
+    ({"grid": "/nowhere/x"}, "params: grid: /nowhere/x: does not exist"),
 ])
 def test_report_kind_params(tmp_path: Path, params: dict, message: str) -> None:
     with pytest.raises(LyricgenInputError, match=message):

@@ -57,7 +57,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path, mon
         monkeypatch.setenv(name, value)
     config = write_config(tmp_path, **TINY)
     params = json.loads(config.read_text())["tasks"][0]["params"]
-    with pytest.raises(LyricgenInputError, match="batch_size: 8 streams do not split evenly "
+    with pytest.raises(LyricgenInputError, match="batch_size: 8 does not split evenly "
                                                  "over 3 processes"):
         Trainer(TrainConfig.from_params(params), tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -76,9 +76,10 @@ def refrain(tmp_path_factory) -> Path:
     """A char model trained on one short song repeated: it learns to end it with the marker."""
     folder = tmp_path_factory.mktemp("refrain")
     (folder / "train.txt").write_text(f"la la\n\n{MARKER}\n" * 300, encoding="utf-8")
-    config = TrainConfig(data=str(folder / "train.txt"), device="cpu", arch="gru",
-                         hidden_size=32, embedding_dim=8, batch_size=8, seq_len=32, epochs=8,
-                         lr=1e-2, warmup_steps=0, dropout=0.0, checkpoint_every=0)
+    config = TrainConfig.from_params(dict(
+        data=str(folder / "train.txt"), device="cpu", arch="gru", hidden_size=32,
+        embedding_dim=8, batch_size=8, seq_len=32, epochs=8, lr=1e-2, warmup_steps=0,
+        dropout=0.0, checkpoint_every=0))
     Trainer(config, folder / "out", progress_bar=False).fit()
     return folder / "out"
 

@@ -404,7 +404,7 @@ def test_non_utf8_txt_is_a_one_line_error_naming_the_file(tmp_path, ctx):
     ({"token_env": "a1b2c3tokenlike"}, "token_env"),
     ({"sort": "random"}, "sort"),
     ({"max_songs": "20"}, "max_songs"),
-    ({"artist": ["x"]}, "artist: unknown"),
+    ({"artist": ["x"]}, "artist: unknown param"),
 ])
 def test_bad_params_are_one_line_errors(ctx, bad, expected):
     with pytest.raises(LyricgenInputError, match=expected) as info:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from lyricgen.io import (
     has_marker_line,
     read_text_file,
 )
+from lyricgen.params import build_config
 
 PROGRESS_MIN_SONGS = 500
 DROP_REASONS = ("empty", "too_short", "duplicate_text", "duplicate_title")
@@ -56,47 +57,20 @@ EXPORTED = ("corpus.txt", "train.txt", "valid.txt", "test.txt", "train_lyrics.js
 
 @dataclass(frozen=True)
 class CleanParams:
-    """The kind's params; defaults mirror jobs/kinds.py CLEAN (a test keeps them in step)."""
+    """The clean kind's params (kindspec.registry CLEAN: defaults and ranges there)."""
 
     input: Path
-    outputs: Path | None = None
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.05
-    min_lines: int = 2
-    marker: str = "<|fin|>"
-    seed: int = 42
+    outputs: Path | None
+    valid_fraction: float
+    test_fraction: float
+    min_lines: int
+    marker: str
+    seed: int
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CleanParams:
         """Validated params; LyricgenInputError "params: KEY: ..." for a bad or unknown key."""
-        known = {f.name for f in fields(cls)}
-        for key in params:
-            if key not in known:
-                raise LyricgenInputError(f"params: {key}: unknown parameter for clean")
-        if not isinstance(params.get("input"), str | Path) or not str(params["input"]):
-            raise LyricgenInputError("params: input: required (a .jsonl, .txt or directory)")
-        values = {**params, "input": Path(params["input"])}
-        if params.get("outputs"):
-            values["outputs"] = Path(params["outputs"])
-        result = cls(**values)
-        result._check()
-        return result
-
-    def _check(self) -> None:
-        for key in ("valid_fraction", "test_fraction"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not 0 <= value <= 0.5:
-                raise LyricgenInputError(f"params: {key}: must be a number in [0, 0.5]")
-        for key, low in (("min_lines", 1), ("seed", None)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or (low is not None and value < low):
-                raise LyricgenInputError(f"params: {key}: must be an integer"
-                                         + (f" >= {low}" if low is not None else ""))
-        if not isinstance(self.marker, str) or not self.marker.strip() \
-                or self.marker != self.marker.strip() or "\n" in self.marker:
-            raise LyricgenInputError("params: marker: must be one non-blank line")
+        return build_config(cls, "clean", params)
 
 
 @dataclass

@@ -31,12 +31,11 @@ never written, logged or put in a message (failure reasons go through `redact`).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,73 +53,33 @@ from lyricgen.corpus.genius_http import (
 )
 from lyricgen.errors import LyricgenAuthError, LyricgenInputError
 from lyricgen.io import append_jsonl, atomic_write_json, read_jsonl, remove_stale_temp_files
+from lyricgen.params import build_config
 
 SONGS_FILE = "songs.jsonl"
 REPORT_FILE = "scrape_report.json"
 METRICS_FILE = "metrics.json"
 ARTIST_SONGS_PER_PAGE = 50
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
 class ScrapeParams:
-    """Resolved params; defaults mirror jobs/kinds.py SCRAPE (lyricgen cannot import jobs)."""
+    """The scrape kind's params (kindspec.registry SCRAPE: defaults, ranges, the token_env
+    pattern and the source/artists/path combinations are checked there)."""
 
-    source: str = "genius"
-    artists: tuple[str, ...] = ()
-    max_songs: int = 20
-    sort: str = "popularity"
-    token_env: str = "GENIUS_ACCESS_TOKEN"
-    path: str | None = None
-    max_retries: int = 6
-    backoff_seconds: float = 2.0
-    sleep_seconds: float = 0.5
-    timeout_seconds: float = 15.0
+    source: str
+    artists: tuple[str, ...]
+    max_songs: int
+    sort: str
+    token_env: str
+    path: Path | None
+    max_retries: int
+    backoff_seconds: float
+    sleep_seconds: float
+    timeout_seconds: float
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> ScrapeParams:
-        known = {f.name: f for f in fields(cls)}
-        for key, value in params.items():
-            if key not in known:
-                raise LyricgenInputError(f"params: {key}: unknown scrape param")
-            _check_type(key, value, known[key].default)
-        values = dict(params)
-        values["artists"] = tuple(params.get("artists") or ())
-        parsed = cls(**values)
-        parsed.validate()
-        return parsed
-
-    def validate(self) -> None:
-        if self.source not in ("genius", "files"):
-            raise LyricgenInputError(f"params: source: {self.source!r} is not genius or files")
-        if self.source == "files" and not self.path:
-            raise LyricgenInputError("params: path: required when source is files")
-        if self.source == "genius" and not self.artists:
-            raise LyricgenInputError("params: artists: at least one artist for source genius")
-        if self.sort not in ("popularity", "title"):
-            raise LyricgenInputError(f"params: sort: {self.sort!r} is not popularity or title")
-        if not _ENV_NAME.fullmatch(self.token_env):
-            # never echo the value: it may be a token pasted by mistake (tokens have lowercase)
-            raise LyricgenInputError("params: token_env: must be the upper-case NAME of an "
-                                     "environment variable (e.g. GENIUS_ACCESS_TOKEN), not "
-                                     "the token")
-        if self.max_songs < 1 or self.max_retries < 0:
-            raise LyricgenInputError("params: max_songs must be >= 1 and max_retries >= 0")
-        if min(self.backoff_seconds, self.sleep_seconds) < 0 or self.timeout_seconds <= 0:
-            raise LyricgenInputError("params: backoff/sleep must be >= 0, timeout > 0 seconds")
-
-
-def _check_type(key: str, value: Any, default: Any) -> None:
-    if key == "path":
-        ok = value is None or isinstance(value, str)
-    elif key == "artists":
-        ok = isinstance(value, list) and all(isinstance(a, str) and a.strip() for a in value)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, type(default)) and not isinstance(value, bool)
-    if not ok:
-        raise LyricgenInputError(f"params: {key}: bad value type {type(value).__name__}")
+    def from_params(cls, params: dict[str, Any]) -> ScrapeParams:
+        return build_config(cls, "scrape", params)
 
 
 class SongStore:
@@ -180,7 +139,7 @@ def read_token(token_env: str) -> str:
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Run the scrape kind (see the module docstring); returns a summary for provenance."""
-    p = ScrapeParams.from_dict(params)
+    p = ScrapeParams.from_params(params)
     started = time.monotonic()
     remove_stale_temp_files(ctx.out_dir)  # left by a killed run's atomic writes
     store = SongStore(ctx.path(SONGS_FILE))
@@ -188,7 +147,7 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     stats = HttpStats()
     try:
         if p.source == "files":
-            import_files(Path(p.path or ""), store, report)
+            import_files(p.path, store, report)
         else:
             scrape_genius(p, store, report, stats)
     finally:

@@ -45,15 +45,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from kindspec.provenance import package_versions
 from lyricgen import dist
-from lyricgen.context import RunContext, package_versions
+from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.llama import checkpoint, metrics
 from lyricgen.llama.data import Examples, Schedule, build_examples, read_texts
 from lyricgen.llama.load import (
     Precision,
-    check_model_dir,
     load_model,
     load_tokenizer,
     resolve_precision,
@@ -66,7 +66,6 @@ from lyricgen.preempt import Preempted, StopSignals
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Validate everything cheap first (exit 2 before any model is loaded), then train."""
     p = FinetuneParams.from_params(params)
-    check_model_dir(p.model_path)
     for key in ("data_path", "valid_path"):
         if getattr(p, key) is not None:
             try:

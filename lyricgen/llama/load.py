@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kindspec.inputs import input_problem
 from lyricgen.errors import LyricgenInputError
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -111,18 +110,11 @@ def require_bitsandbytes() -> None:
 
 def check_model_dir(path: str | Path, key: str = "model_path") -> Path:
     """The model directory as a Path, or a one-line LyricgenInputError: a Hub id, a missing
-    directory, or a directory without config.json. Nothing is ever downloaded."""
-    text = str(path)
-    target = Path(text).expanduser()
-    if not target.exists() and _HUB_ID.match(text):
-        raise LyricgenInputError(
-            f"params: {key}: {text!r} looks like a Hugging Face Hub id; models are loaded from "
-            f"a local directory only (download it first, e.g. `hf download {text} "
-            f"--local-dir models/{text.split('/')[-1]}`, and give that directory)")
-    if not target.is_dir():
-        raise LyricgenInputError(f"params: {key}: {text}: no such model directory")
-    if not (target / "config.json").is_file():
-        raise LyricgenInputError(f"params: {key}: {text}: not a model directory (no config.json)")
+    directory, or a directory without config.json (kindspec.inputs). Nothing is downloaded."""
+    target = Path(path).expanduser().absolute()
+    problem = input_problem("model_dir", target)
+    if problem is not None:
+        raise LyricgenInputError(f"params: {key}: {problem}")
     return target
 
 

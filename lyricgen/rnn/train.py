@@ -59,6 +59,7 @@ from lyricgen import dist
 from lyricgen.errors import LyricgenInputError
 from lyricgen.evaluate import EvalResult, eval_result, score_ids
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
+from lyricgen.params import check_world_size
 from lyricgen.plots import save_curves
 from lyricgen.preempt import Preempted, StopSignals
 from lyricgen.rnn.checkpoint import (
@@ -157,10 +158,7 @@ class Trainer:
         except ValueError as exc:
             raise LyricgenInputError(f"params: device: {exc}") from exc
         self.precision = resolve_precision(config.precision, self.device)
-        if config.batch_size % self.dist.world_size:
-            raise LyricgenInputError(
-                f"params: batch_size: {config.batch_size} streams do not split evenly over "
-                f"{self.dist.world_size} processes (batch_size is the global batch)")
+        check_world_size("train-rnn", config.to_dict(), self.dist.world_size)
         dist.init(self.dist, self.device.type)
         if self.dist.enabled and self.device.type == "cuda":  # one GPU per local rank
             self.device = torch.device("cuda", self.dist.local_rank)

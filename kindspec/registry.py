@@ -1,64 +1,52 @@
-"""Kind registry: the contract between jobctl and lyricgen.
+"""The job kinds: each kind's params schema, default resources and named outputs.
 
-For each job kind: its params schema (types, defaults, ranges, enums), default resources,
-and named outputs (paths relative to the job's `out/` directory, which a later job can use as
-`{{ needs.JOB.outputs.NAME }}`). A kind is listed here only once `python -m lyricgen KIND`
-implements it; asking for any other kind is a clear error, never a stub.
-
-Param types: "str", "int", "float", "bool", "path" (made absolute against the submit-time
-working directory; its file contents feed the cache key unless `writes=True`), "str_list",
-"float_list", "int_list", "dict". `required=True` params have no default.
+Outputs are paths relative to the job's `out/` directory, which a later job can use as
+`{{ needs.JOB.outputs.NAME }}`. A kind is listed here only once `python -m lyricgen KIND`
+implements it; asking for any other kind is a clear error, never a stub. `jobctl kinds [KIND]`
+prints this registry. The combined checks below are the only hand-written param checks: they
+span several params (or the world size), and run at `jobctl validate` and in the job alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-_NO_DEFAULT = object()
+from kindspec.schema import NO_DEFAULT, Kind, Param
+
+MARKER = "<|fin|>"
+NONBLANK = r"(?s).*\S.*"
+_ONE_LINE = {"pattern": r"\S(?:[^\r\n]*\S)?",
+             "pattern_help": "one line without leading or trailing blanks"}
 
 
-@dataclass(frozen=True)
-class Param:
-    type: str
-    default: Any = _NO_DEFAULT
-    help: str = ""
-    choices: tuple[Any, ...] | None = None
-    min: float | None = None
-    max: float | None = None
-    nullable: bool = False  # None (YAML null) allowed
-    writes: bool = False  # a "path" the job writes, not reads: never hashed into the cache key
-
-    @property
-    def required(self) -> bool:
-        return self.default is _NO_DEFAULT
+def _genius_needs_artists(params: dict[str, Any], world_size: int) -> tuple[str, str] | None:
+    if params["source"] == "genius" and not params["artists"]:
+        return "artists", "at least one artist for source: genius"
+    return None
 
 
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    summary: str
-    params: dict[str, Param]
-    outputs: dict[str, str]
-    resources: dict[str, Any] = field(default_factory=dict)
-    gpu_capable: bool = False
-    # An int param that splits the job into that many identical array tasks (each task reads
-    # its index from SLURM_ARRAY_TASK_ID); None: the kind is not shardable.
-    shards_param: str | None = None
-    # The kind runs under torchrun (torch.distributed env: RANK, WORLD_SIZE...), so its jobs
-    # may ask for resources.processes_per_node > 1 and nodes > 1 (jobs.runtime launches it).
-    distributed: bool = False
-    # The kind saves checkpoints, resumes from them when run again, and on SIGUSR1/SIGTERM
-    # saves one and exits 75 (lyricgen.preempt): its jobs get SLURM's warning signal before
-    # the time limit and `--requeue` (jobs.render), and job.sh requeues them on exit 75.
-    checkpoints: bool = False
-
-    def job_level_output(self, output: str) -> bool:
-        """An output that names the job's whole out/ dir ("."), valid for array jobs too."""
-        return self.outputs.get(output) == "."
+def _files_need_path(params: dict[str, Any], world_size: int) -> tuple[str, str] | None:
+    if params["source"] == "files" and params["path"] is None:
+        return "path", "required when source is files (a directory of .txt or .json files)"
+    return None
 
 
-def _p(type_: str, default: Any = _NO_DEFAULT, help: str = "", **kw: Any) -> Param:
+def _splits_leave_training_data(params: dict[str, Any], world_size: int
+                                ) -> tuple[str, str] | None:
+    if params["valid_fraction"] + params["test_fraction"] >= 1:
+        return "test_fraction", "valid_fraction + test_fraction must be < 1 (no train split left)"
+    return None
+
+
+def _batch_splits_over_processes(params: dict[str, Any], world_size: int
+                                 ) -> tuple[str, str] | None:
+    if params["batch_size"] % world_size:
+        return "batch_size", (f"{params['batch_size']} does not split evenly over {world_size} "
+                              "processes (batch_size is the global batch)")
+    return None
+
+
+def _p(type_: str, default: Any = NO_DEFAULT, help: str = "", **kw: Any) -> Param:
     return Param(type_, default, help, **kw)
 
 
@@ -68,15 +56,18 @@ SCRAPE = Kind(
     params={
         "source": _p("str", "genius", "genius: the Genius API; files: a local directory",
                      choices=("genius", "files")),
-        "artists": _p("str_list", [], "artist names to search on Genius"),
+        "artists": _p("str_list", [], "artist names to search on Genius", pattern=NONBLANK,
+                       pattern_help="a non-blank artist name"),
         "max_songs": _p("int", 20, "songs per artist (those already in songs.jsonl count)",
                         min=1, max=10000),
         "sort": _p("str", "popularity", "Genius song order", choices=("popularity", "title")),
         "token_env": _p("str", "GENIUS_ACCESS_TOKEN",
                         "upper-case NAME of the environment variable holding the token "
-                        "(never the token)"),
+                        "(never the token)", pattern=r"[A-Z_][A-Z0-9_]*",
+                        pattern_help="the upper-case NAME of an environment variable (e.g. "
+                                     "GENIUS_ACCESS_TOKEN), not the token", redact=True),
         "path": _p("path", None, "source: files: directory of .txt or lyricsgenius .json files",
-                   nullable=True),
+                   nullable=True, input="dir"),
         "max_retries": _p("int", 6, "retries per request on 429/5xx/timeouts/connection "
                           "errors, and per throttled (empty) lyrics page", min=0, max=50),
         "backoff_seconds": _p("float", 2.0, "first backoff delay, doubled per retry", min=0),
@@ -85,6 +76,7 @@ SCRAPE = Kind(
     },
     outputs={"songs": "songs.jsonl", "report": "scrape_report.json"},
     resources={"cpus": 1, "mem": "2G", "time": "02:00:00"},
+    combined_checks=(_genius_needs_artists, _files_need_path),
 )
 
 CLEAN = Kind(
@@ -92,13 +84,13 @@ CLEAN = Kind(
     summary="Clean, deduplicate, split and describe a lyrics corpus",
     params={
         "input": _p("path", help="songs.jsonl from scrape, a .txt corpus with <|fin|> markers, "
-                                 "or a directory of .txt songs"),
+                                 "or a directory of .txt songs", input="file_or_dir"),
         "outputs": _p("path", None, "optional directory the clean files are also exported to",
                       nullable=True, writes=True),
         "valid_fraction": _p("float", 0.05, "share of songs in the valid split", min=0, max=0.5),
         "test_fraction": _p("float", 0.05, "share of songs in the test split", min=0, max=0.5),
         "min_lines": _p("int", 2, "drop songs with fewer lines", min=1),
-        "marker": _p("str", "<|fin|>", "end-of-song marker line"),
+        "marker": _p("str", MARKER, "end-of-song marker line", **_ONE_LINE),
         "seed": _p("int", 42, "split seed"),
     },
     outputs={
@@ -113,6 +105,7 @@ CLEAN = Kind(
         "report": "cleaning_report.json",
     },
     resources={"cpus": 1, "mem": "2G", "time": "00:30:00"},
+    combined_checks=(_splits_leave_training_data,),
 )
 
 GENERATE_GRID = Kind(
@@ -121,12 +114,15 @@ GENERATE_GRID = Kind(
             "and an HTML report (shards > 1: an array job, merged by the `report` kind)",
     params={
         "model": _p("path", help="train-rnn out dir, its checkpoint/ dir or a .pt file; or a "
-                                 "LLaMA dir (merged model, or one with adapter_config.json)"),
-        "prompts": _p("str_list", help="prompts (rows of the grid)"),
+                                 "LLaMA dir (merged model, or one with adapter_config.json)",
+                     input="model"),
+        "prompts": _p("str_list", help="prompts (rows of the grid); \"\" starts a new song",
+                       min_items=1),
         "temperatures": _p("float_list", [0.5, 0.8, 1.1],
-                           "sampling temperatures (columns of the grid); 0 = greedy", min=0),
+                           "sampling temperatures (columns of the grid); 0 = greedy", min=0,
+                           min_items=1, unique=True),
         "top_p": _p("float", None, "nucleus sampling mass in (0, 1]; null: off", nullable=True,
-                    min=0, max=1),
+                    min=0, min_open=True, max=1),
         "top_k": _p("int", None, "keep the k most likely tokens; null or 0: off", nullable=True,
                     min=0),
         "max_tokens": _p("int", 200, "tokens generated per cell", min=1, max=100000),
@@ -149,7 +145,7 @@ REPORT = Kind(
     summary="Merge a generate-grid job's shards into one grid.json and HTML report",
     params={
         "grid": _p("path", help="a generate-grid out dir (`{{ needs.JOB.outputs.dir }}`) "
-                                "or its grid.json"),
+                                "or its grid.json", input="grid"),
     },
     outputs={"grid": "grid.json", "report": "report.html", "plot": "metrics_by_temperature.png"},
     resources={"cpus": 1, "mem": "2G", "time": "00:15:00"},
@@ -160,9 +156,10 @@ TRAIN_RNN = Kind(
     summary="Train a char- or word-level RNN/LSTM/GRU language model (truncated BPTT); the "
             "defaults are the recommended char-level recipe",
     params={
-        "data": _p("path", help="training text: songs separated by a blank line + marker line"),
+        "data": _p("path", help="training text: songs separated by a blank line + marker line",
+                    input="file"),
         "valid_data": _p("path", None, "validation text (same format); null: no validation",
-                         nullable=True),
+                         nullable=True, input="file"),
         "arch": _p("str", "lstm", "recurrent cell", choices=("rnn", "lstm", "gru")),
         "level": _p("str", "char", "token level", choices=("char", "word")),
         "epochs": _p("int", 30, "passes over the data (each token once per pass)", min=1),
@@ -174,7 +171,7 @@ TRAIN_RNN = Kind(
                       min=0, max=0.95),
         "tie_weights": _p("bool", False, "share embedding and output weights (a projection is "
                                          "added when hidden_size != embedding_dim)"),
-        "lr": _p("float", 8e-3, "peak AdamW learning rate", min=0),
+        "lr": _p("float", 8e-3, "peak AdamW learning rate", min=0, min_open=True),
         "lr_schedule": _p("str", "linear", "decay after warmup; follows the wall clock when "
                                            "max_minutes is set",
                           choices=("cosine", "linear", "constant")),
@@ -184,7 +181,7 @@ TRAIN_RNN = Kind(
         "weight_decay": _p("float", 0.05, "AdamW decoupled weight decay (matrices only)", min=0),
         "adam_beta2": _p("float", 0.99, "AdamW second-moment decay (0.99 adapts faster than "
                                         "torch's 0.999 to a small model's changing gradients)",
-                         min=0, max=0.9999),
+                         min=0, min_open=True, max=0.9999),
         "grad_clip": _p("float", 1.0, "max global gradient norm; 0: no clipping", min=0),
         "batch_size": _p("int", 16, "parallel contiguous streams in all, split evenly over "
                                     "torchrun's processes (on CPU, 16 is where a bf16 LSTM "
@@ -194,9 +191,10 @@ TRAIN_RNN = Kind(
                                           "epoch (each token still once per epoch)"),
         "min_count": _p("int", 2, "word level: rarer words become <unk>", min=1),
         "lowercase": _p("bool", False, "lowercase the text (bpc then describes lowercased text)"),
-        "marker": _p("str", "<|fin|>", "end-of-song marker line (one token at word level)"),
+        "marker": _p("str", MARKER, "end-of-song marker line (one token at word level)",
+                     **_ONE_LINE),
         "max_minutes": _p("float", None, "wall-clock budget; the LR schedule follows it",
-                          nullable=True, min=0),
+                          nullable=True, min=0, min_open=True),
         "max_steps": _p("int", None, "stop (pause) after this many optimizer steps",
                         nullable=True, min=1),
         "patience": _p("int", 5, "validations without a new best before stopping; 0: never",
@@ -216,6 +214,7 @@ TRAIN_RNN = Kind(
     gpu_capable=True,
     distributed=True,
     checkpoints=True,
+    combined_checks=(_batch_splits_over_processes,),
 )
 
 FINETUNE_LLAMA = Kind(
@@ -224,11 +223,12 @@ FINETUNE_LLAMA = Kind(
             "(4-bit NF4 on CUDA by default; torchrun for several GPUs)",
     params={
         "model_path": _p("path", help="LOCAL base model directory (config.json, weights, "
-                                      "tokenizer), e.g. models/Meta-Llama-3-8B; never a Hub id"),
+                                      "tokenizer), e.g. models/Meta-Llama-3-8B; never a Hub id",
+                          input="model_dir"),
         "data_path": _p("path", help="train_lyrics.jsonl from clean (one song per line, "
-                                     "key text)"),
+                                     "key text)", input="file"),
         "valid_path": _p("path", None, "valid_lyrics.jsonl for eval loss / perplexity",
-                         nullable=True),
+                         nullable=True, input="file"),
         "epochs": _p("int", 1, "passes over the train data (unless max_steps)", min=1),
         "max_steps": _p("int", None, "optimizer steps; null: epochs decide", nullable=True,
                         min=1),
@@ -242,7 +242,9 @@ FINETUNE_LLAMA = Kind(
         "lora_r": _p("int", 16, "LoRA rank", min=1),
         "lora_alpha": _p("int", 32, "LoRA alpha (scale alpha / r)", min=1),
         "target_modules": _p("str_list", ["all-linear"],
-                             "modules that get LoRA; [all-linear]: every linear but lm_head"),
+                             "modules that get LoRA; [all-linear]: every linear but lm_head",
+                             min_items=1, pattern=r"[A-Za-z0-9_.*-]+",
+                             pattern_help="a module name"),
         "packing": _p("bool", True, "concatenate songs into full blocks (false: one song per "
                                     "example, padded)"),
         "load_in_4bit": _p("bool", None, "NF4 4-bit base (QLoRA); null: on CUDA yes, CPU no",
