@@ -34,6 +34,7 @@ punctuation to 79.8 %. Digits are not words and count nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -98,7 +99,12 @@ def _joins(tokens: list[tuple[str, _WordSound | None]], i: int) -> bool:
 def scan_line(line: str) -> LineMeter | None:
     """The scansion of one verse line (rules in the module docstring); None when the line has no
     word with a vowel. Pass one line: newlines are treated as spaces."""
-    tokens = [(word, _word_sound(word)) for word in words(line)]
+    return scan_words(words(line))
+
+
+def scan_words(line_words: Sequence[str]) -> LineMeter | None:
+    """`scan_line` for a line already split by lyricgen.verse.rhyme.words."""
+    tokens = [(word, _word_sound(word)) for word in line_words]
     voiced = [(word, sound) for word, sound in tokens if sound is not None]
     if not voiced:
         return None
@@ -114,3 +120,9 @@ def metrical_syllables(line: str) -> int | None:
     """Metrical syllables of one verse line; None when it has no word with a vowel."""
     meter = scan_line(line)
     return None if meter is None else meter.metrical
+
+
+def clear_caches() -> None:
+    """Empty the per-word caches (this module's and rhyme.analyse_word's): for cold timings."""
+    _word_sound.cache_clear()
+    analyse_word.cache_clear()

@@ -165,9 +165,15 @@ def analyse_word(word: str, *, yeismo: bool = True, seseo: bool = False) -> Word
     )
 
 
+def same_word_key(word: str) -> str:
+    """What makes two spellings the same word for rhyme: lowercase, accents dropped."""
+    return _plain(word.lower())
+
+
 def rhyme_kind(a: str, b: str, *, yeismo: bool = True, seseo: bool = False) -> str | None:
-    """"consonant", "assonant" (assonant only) or None for two words; identical words -> None."""
-    if _plain(a.lower()) == _plain(b.lower()):
+    """"consonant", "assonant" (assonant only) or None for two words; the same word (equal
+    `same_word_key`) -> None."""
+    if same_word_key(a) == same_word_key(b):
         return None
     first = analyse_word(a, yeismo=yeismo, seseo=seseo)
     second = analyse_word(b, yeismo=yeismo, seseo=seseo)
