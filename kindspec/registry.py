@@ -38,6 +38,13 @@ def _splits_leave_training_data(params: dict[str, Any], world_size: int
     return None
 
 
+def _syllables_need_a_scheme(params: dict[str, Any], world_size: int) -> tuple[str, str] | None:
+    if params["syllables"] is not None and params["scheme"] is None:
+        return "syllables", ("needs a scheme (the number of lines); for unrhymed lines use "
+                             "'-' letters, e.g. scheme: \"-------- --------\"")
+    return None
+
+
 def _batch_splits_over_processes(params: dict[str, Any], world_size: int
                                  ) -> tuple[str, str] | None:
     if params["batch_size"] % world_size:
@@ -132,12 +139,31 @@ GENERATE_GRID = Kind(
                      min=1, max=1000),
         "batch_size": _p("int", 64, "max rows per batched generate call", min=1, max=4096),
         "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),
+        "scheme": _p("str", None, "rhyme scheme: letters are rhyme groups (upper case: `rhyme`, "
+                                  "lower case: assonant), '-' a free line, spaces stanza "
+                                  "breaks, e.g. \"ABBA ABBA CDC DCD\"; null: free text",
+                     nullable=True, pattern=r"(?=[A-Za-z -]{1,400}$)[A-Za-z-]+(?: [A-Za-z-]+)*",
+                     pattern_help="letters, '-' and single spaces between stanzas (at most "
+                                  "400 characters)"),
+        "syllables": _p("int", None, "metrical syllables of every line (11: hendecasyllables, "
+                                     "8: octosyllables); null: free length; needs a scheme",
+                        nullable=True, min=1, max=30),
+        "rhyme": _p("str", "consonant", "the rhyme of the scheme's upper-case letters",
+                    choices=("consonant", "assonant")),
+        "candidates": _p("int", 8, "candidate lines sampled per cell and line (the time of a "
+                                   "verse line grows about linearly with it)", min=1, max=256),
+        "lexicon": _p("path", None, "text file (or directory of .txt) whose line-final words "
+                                    "may end verse lines; null: the embedded DISCO sonnets",
+                      nullable=True, input="file_or_dir"),
+        "compare_free": _p("bool", False, "with a scheme, also sample every cell freely, "
+                                          "side by side in the grid and report"),
     },
     outputs={"grid": "grid.json", "report": "report.html", "plot": "metrics_by_temperature.png",
              "dir": "."},
     resources={"cpus": 2, "mem": "8G", "time": "01:00:00"},
     shards_param="shards",
     gpu_capable=True,
+    combined_checks=(_syllables_need_a_scheme,),
 )
 
 REPORT = Kind(

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from kindspec.inputs import input_problem
 from kindspec.inputs import model_kind_of as detect_model_kind
@@ -36,6 +36,10 @@ class TextGenerator(Protocol):
     def generate(self, prompts: list[str], temperatures: list[float], *, max_tokens: int,
                  top_k: int | None = None, top_p: float | None = None,
                  seed: int = 42) -> list[str]: ...
+
+    def line_model(self) -> Any:
+        """The step-by-step view lyricgen.verse.compose drives (its LineModel protocol)."""
+        ...
 
 
 def model_kind_of(model_path: Path) -> str:

@@ -3,9 +3,14 @@ text (lyricgen.metrics) and write cells/*.txt, grid.json, metrics.json and, when
 single task, the HTML report (lyricgen.report).
 
 Cells, batches, seeds and shards:
-- cell c = (prompt i, temperature j, sample k) with c = (i * T + j) * S + k.
+- cell c = (mode m, prompt i, temperature j, sample k) with c = ((m * P + i) * T + j) * S + k.
+  Modes: "free" (plain sampling, `max_tokens` tokens) without a `scheme`; with one, "verse"
+  (lyricgen.verse.compose: the scheme's rhymes and `syllables` enforced line by line,
+  `max_tokens` capping each line), plus "free" too when `compare_free` is set. Every cell of
+  a grid with a scheme is also judged against it (lyricgen.verse.scheme.annotate), so verse
+  and free cells compare.
 - the cells are cut into FIXED batches of `batch_size` consecutive cells; batch b is one
-  batched `generate()` call with seed `seed + b`.
+  batched `generate()` call per mode in it, seeded with `seed + b`.
 - array task t of n (ctx.task_index / ctx.task_count; jobctl makes n = params.shards tasks)
   takes the batches b with b % n == t. Striping whole batches rather than single cells keeps
   every batch, hence every cell's text, independent of the number of shards: merging the n
@@ -37,8 +42,12 @@ from lyricgen.generation import TextGenerator, load_generator, model_kind_of
 from lyricgen.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from lyricgen.metrics import METRIC_DEFINITIONS, mean_metrics, text_metrics
 from lyricgen.params import build_config
+from lyricgen.verse.compose import VersePlan, compose
+from lyricgen.verse.lexicon import EMBEDDED_VERSE, RhymeLexicon
+from lyricgen.verse.scheme import Scheme, annotate, parse_scheme
 
-GRID_SCHEMA = 1
+GRID_SCHEMA = 2  # 2: cells have a mode (verse | free) and, with a scheme, a verse record
+VERSE, FREE = "verse", "free"
 log = logging.getLogger(__name__)
 
 
@@ -57,11 +66,35 @@ class GridSpec:
     shards: int
     batch_size: int
     device: str
+    scheme: str | None
+    syllables: int | None
+    rhyme: str
+    candidates: int
+    lexicon: str | None
+    compare_free: bool
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> GridSpec:
         """Check types and ranges; LyricgenInputError names the offending `params: KEY`."""
         return build_config(cls, "generate-grid", params)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """"verse" (scheme and meter enforced) and/or "free" cells, in cell order."""
+        if self.scheme is None:
+            return (FREE,)
+        return (VERSE, FREE) if self.compare_free else (VERSE,)
+
+    def parsed_scheme(self) -> Scheme | None:
+        return None if self.scheme is None else parse_scheme(self.scheme, self.rhyme)
+
+    def verse_plan(self) -> VersePlan:
+        """What `compose` needs (loads the lexicon: seconds, cached per process)."""
+        scheme = self.parsed_scheme()
+        if scheme is None:
+            raise ValueError("a verse plan needs a scheme")
+        paths = (Path(self.lexicon),) if self.lexicon else (EMBEDDED_VERSE,)
+        return VersePlan(scheme, self.syllables, self.candidates, RhymeLexicon.load(paths))
 
     def to_params(self) -> dict[str, Any]:
         """The resolved params as JSON-ready values."""
@@ -74,6 +107,8 @@ class GridSpec:
         and mtime of the model's files (so a retrained model never reuses old texts)."""
         data = {k: v for k, v in self.to_params().items() if k != "shards"}
         data["model_files"] = _model_stamp(Path(self.model))
+        if self.lexicon:
+            data["lexicon_files"] = _model_stamp(Path(self.lexicon))
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -96,21 +131,25 @@ class Cell:
     sample: int
     prompt: str
     temperature: float
+    mode: str = FREE
 
     @property
     def file(self) -> str:
         """Path of the cell's text, relative to the out dir (only [A-Za-z0-9_.-] characters)."""
         label = repr(self.temperature).replace("+", "")
-        return f"cells/p{self.prompt_index}_t{label}_s{self.sample}.txt"
+        suffix = "_verse" if self.mode == VERSE else ""
+        return f"cells/p{self.prompt_index}_t{label}_s{self.sample}{suffix}.txt"
 
 
 def grid_cells(spec: GridSpec) -> list[Cell]:
-    """All cells in index order: prompt-major, then temperature, then sample."""
-    return [Cell(len(spec.temperatures) * spec.samples * i + spec.samples * j + k, i, j, k,
-                 prompt, temperature)
-            for i, prompt in enumerate(spec.prompts)
-            for j, temperature in enumerate(spec.temperatures)
-            for k in range(spec.samples)]
+    """All cells in index order: mode-major (verse cells first), then prompt, temperature,
+    sample."""
+    cells = [(mode, i, prompt, j, temperature, k) for mode in spec.modes
+             for i, prompt in enumerate(spec.prompts)
+             for j, temperature in enumerate(spec.temperatures)
+             for k in range(spec.samples)]
+    return [Cell(index, i, j, k, prompt, temperature, mode)
+            for index, (mode, i, prompt, j, temperature, k) in enumerate(cells)]
 
 
 def task_batches(n_cells: int, batch_size: int, task_index: int, task_count: int
@@ -120,60 +159,100 @@ def task_batches(n_cells: int, batch_size: int, task_index: int, task_count: int
     return list(range(task_index, n_batches, task_count))
 
 
-def _load_progress(path: Path, fingerprint: str) -> dict[int, list[str]]:
+def _load_progress(path: Path, fingerprint: str) -> dict[int, dict[str, Any]]:
     try:
         records = read_jsonl(path, repair=True)
     except ValueError as exc:
         raise LyricgenInputError(f"{exc} (delete the file to generate again)") from exc
-    return {r["batch"]: r["texts"] for r in records if r.get("fingerprint") == fingerprint}
+    return {r["batch"]: r for r in records if r.get("fingerprint") == fingerprint}
 
 
 def generate_texts(spec: GridSpec, cells: list[Cell], batch_ids: list[int],
-                   generator: Callable[[], TextGenerator], progress: Path) -> dict[int, str]:
-    """Cell index -> continuation for the given batches, resuming from `progress` (JSONL).
+                   generator: Callable[[], TextGenerator], progress: Path
+                   ) -> tuple[dict[int, str], int]:
+    """Cell index -> continuation for the given batches, resuming from `progress` (JSONL),
+    and the number of verse lines kept although no candidate finished (lyricgen.verse.compose).
 
     `generator` is called only when a batch is missing, so a finished task loads no model.
     """
     fingerprint = spec.fingerprint()
     done = _load_progress(progress, fingerprint)
     texts: dict[int, str] = {}
+    forced = 0
     total = sum(len(cells[b * spec.batch_size:(b + 1) * spec.batch_size]) for b in batch_ids)
     with tqdm(total=total, desc="generate-grid", unit="cell") as bar:
         for batch in batch_ids:
             rows = cells[batch * spec.batch_size:(batch + 1) * spec.batch_size]
-            out = done.get(batch)
-            if out is None:
-                out = generator().generate(
-                    [c.prompt for c in rows], [c.temperature for c in rows],
-                    max_tokens=spec.max_tokens, top_k=spec.top_k or None, top_p=spec.top_p,
-                    seed=spec.seed + batch)
-                if len(out) != len(rows):
-                    raise RuntimeError(f"generator returned {len(out)} texts for {len(rows)} rows")
-                append_jsonl(progress, {"fingerprint": fingerprint, "batch": batch,
-                                        "texts": list(out)})
-            texts.update((cell.index, text) for cell, text in zip(rows, out, strict=True))
+            record = done.get(batch)
+            if record is None:
+                out, lines_forced = batch_texts(spec, rows, generator(), spec.seed + batch)
+                record = {"fingerprint": fingerprint, "batch": batch, "texts": out,
+                          "forced": lines_forced}
+                append_jsonl(progress, record)
+            texts.update((cell.index, text)
+                         for cell, text in zip(rows, record["texts"], strict=True))
+            forced += record.get("forced", 0)
             bar.update(len(rows))
-    return texts
+    return texts, forced
 
 
-def cell_record(cell: Cell, text: str, spec: GridSpec) -> dict[str, Any]:
-    """One cell of grid.json: where it sits, how it was sampled, its text and metrics."""
+def batch_texts(spec: GridSpec, rows: list[Cell], generator: TextGenerator, seed: int
+                 ) -> tuple[list[str], int]:
+    """One batch's texts: its free rows in one `generate` call, its verse rows in one
+    `compose` call (max_tokens then caps each line), both seeded with `seed`."""
+    texts: list[str] = [""] * len(rows)
+    forced = 0
+    for mode in spec.modes:
+        picked = [i for i, cell in enumerate(rows) if cell.mode == mode]
+        if not picked:
+            continue
+        prompts = [rows[i].prompt for i in picked]
+        temperatures = [rows[i].temperature for i in picked]
+        if mode == VERSE:
+            out, stats = compose(generator.line_model(), prompts, temperatures,
+                                 spec.verse_plan(), max_line_tokens=spec.max_tokens,
+                                 top_k=spec.top_k or None, top_p=spec.top_p, seed=seed)
+            forced += stats.forced
+        else:
+            out = generator.generate(prompts, temperatures, max_tokens=spec.max_tokens,
+                                     top_k=spec.top_k or None, top_p=spec.top_p, seed=seed)
+        if len(out) != len(picked):
+            raise RuntimeError(f"generator returned {len(out)} texts for {len(picked)} rows")
+        for i, text in zip(picked, out, strict=True):
+            texts[i] = text
+    return texts, forced
+
+
+def cell_record(cell: Cell, text: str, spec: GridSpec,
+                scheme: Scheme | None = None) -> dict[str, Any]:
+    """One cell of grid.json: where it sits, how it was sampled, its text and metrics. With a
+    scheme (verse and free cells alike) also `verse`: lyricgen.verse.scheme.annotate of the
+    poem, whose first line starts with the prompt's last line, and its shares as metrics."""
     batch = cell.index // spec.batch_size
-    return {"cell": cell.index, "prompt_index": cell.prompt_index,
-            "temperature_index": cell.temperature_index, "sample": cell.sample,
-            "prompt": cell.prompt, "temperature": cell.temperature, "batch": batch,
-            "seed": spec.seed + batch, "file": cell.file, "text": text,
-            "metrics": text_metrics(text)}
+    record = {"cell": cell.index, "mode": cell.mode, "prompt_index": cell.prompt_index,
+              "temperature_index": cell.temperature_index, "sample": cell.sample,
+              "prompt": cell.prompt, "temperature": cell.temperature, "batch": batch,
+              "seed": spec.seed + batch, "file": cell.file, "text": text,
+              "metrics": text_metrics(text)}
+    if scheme is not None:
+        verse = annotate(cell.prompt.rsplit("\n", 1)[-1] + text, scheme, spec.syllables)
+        record["verse"] = verse
+        record["metrics"].update(scheme_share=verse["scheme_share"],
+                                 meter_share=verse["meter_share"])
+    return record
 
 
-def aggregate(cells: list[dict[str, Any]], temperatures: list[float]) -> dict[str, Any]:
-    """Mean metrics per temperature (only temperatures that have cells)."""
+def aggregate(cells: list[dict[str, Any]], temperatures: list[float],
+              modes: list[str]) -> dict[str, Any]:
+    """Mean metrics per mode and temperature (only those that have cells)."""
     rows = []
-    for temperature in temperatures:
-        metrics = [c["metrics"] for c in cells if c["temperature"] == temperature]
-        if metrics:
-            rows.append({"temperature": temperature, "cells": len(metrics),
-                         "mean": mean_metrics(metrics)})
+    for mode in modes:
+        for temperature in temperatures:
+            metrics = [c["metrics"] for c in cells
+                       if c["temperature"] == temperature and c.get("mode", FREE) == mode]
+            if metrics:
+                rows.append({"mode": mode, "temperature": temperature, "cells": len(metrics),
+                             "mean": mean_metrics(metrics)})
     return {"by_temperature": rows}
 
 
@@ -182,7 +261,7 @@ def assemble(header: dict[str, Any], cells: list[dict[str, Any]],
     """A grid.json document from its header (schema..cells_total), cells and shard info."""
     cells = sorted(cells, key=lambda c: c["cell"])
     return {**header, "shard": shard, "cells": cells,
-            "aggregates": aggregate(cells, header["temperatures"]),
+            "aggregates": aggregate(cells, header["temperatures"], header["modes"]),
             "metric_definitions": METRIC_DEFINITIONS}
 
 
@@ -191,11 +270,13 @@ def grid_header(spec: GridSpec, model_kind: str) -> dict[str, Any]:
             "model": {"path": spec.model, "kind": model_kind}, "seed": spec.seed,
             "params": spec.to_params(), "prompts": list(spec.prompts),
             "temperatures": list(spec.temperatures), "samples": spec.samples,
-            "cells_total": len(spec.prompts) * len(spec.temperatures) * spec.samples}
+            "modes": list(spec.modes), "scheme": spec.scheme, "syllables": spec.syllables,
+            "cells_total": len(spec.modes) * len(spec.prompts) * len(spec.temperatures)
+            * spec.samples}
 
 
 HEADER_KEYS = ("schema", "kind", "model", "seed", "params", "prompts", "temperatures", "samples",
-               "cells_total")
+               "modes", "scheme", "syllables", "cells_total")
 
 
 def merge_grids(grids: list[dict[str, Any]], source: Path) -> dict[str, Any]:
@@ -272,14 +353,17 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         return loaded[0]
 
     started = time.perf_counter()
-    texts = generate_texts(spec, cells, batch_ids, generator, ctx.path("progress.jsonl"))
+    texts, forced = generate_texts(spec, cells, batch_ids, generator,
+                                   ctx.path("progress.jsonl"))
     seconds = time.perf_counter() - started
-    records = [cell_record(c, texts[c.index], spec) for c in cells if c.index in texts]
+    scheme = spec.parsed_scheme()
+    records = [cell_record(c, texts[c.index], spec, scheme) for c in cells if c.index in texts]
     shard = {"index": ctx.task_index, "count": ctx.task_count} if ctx.task_count > 1 else None
     grid = assemble(grid_header(spec, kind), records, shard)
     write_grid(ctx.out_dir, grid)
     summary = {"model_kind": kind, "cells": len(records), "batches": len(batch_ids),
-               "chars": sum(len(t) for t in texts.values()), "seconds": round(seconds, 3)}
+               "chars": sum(len(t) for t in texts.values()), "seconds": round(seconds, 3),
+               "verse_lines_forced": forced}
     atomic_write_json(ctx.out_dir / "metrics.json", {**summary, **grid["aggregates"]})
     if shard is None:
         from lyricgen.report import write_report  # matplotlib + Jinja only where needed

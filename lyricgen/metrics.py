@@ -41,6 +41,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "rhyme_alternate_consonant": "share of alternate line pairs (ABAB) in consonant rhyme",
     "rhyme_alternate_assonant": "share of alternate line pairs in assonant-only rhyme",
     "rhyme_alternate_any": "share of alternate line pairs that rhyme either way",
+    "scheme_share": "grids with a scheme: share of the scheme's rhymed lines that rhyme as it "
+                    "asks with a line of their group (lyricgen.verse.scheme.annotate)",
+    "meter_share": "grids with a scheme and syllables: share of the scheme's lines with exactly "
+                   "that many metrical syllables",
 }
 
 
@@ -100,6 +104,7 @@ def text_metrics(text: str) -> dict[str, Any]:
     for name, gap in (("consecutive", 1), ("alternate", 2)):
         for kind, share in _rhyme_shares(blocks, gap).items():
             result[f"rhyme_{name}_{kind}"] = share
+    result["scheme_share"] = result["meter_share"] = None  # generate-grid sets them (a scheme)
     return result
 
 

@@ -1,10 +1,13 @@
 """The HTML report of a generation grid, its metrics-vs-temperature PNG, and the `report` kind.
 
 `write_report(out_dir, grid)` writes `metrics_by_temperature.png` and a self-contained
-`report.html` (the PNG embedded as base64): parameters, per-temperature means, and the whole
-grid side by side (rows: prompts, columns: temperatures, samples stacked) with each cell's
-metrics. Generated text is untrusted: the template is rendered with autoescape ON for every
-name (select_autoescape would leave a `.j2` template unescaped) and StrictUndefined.
+`report.html` (the PNG embedded as base64): parameters, per-mode-and-temperature means, and the
+whole grid side by side (rows: prompts, columns: mode x temperature, samples stacked) with
+each cell's metrics. In a grid with a rhyme scheme every cell shows its lines with their
+scheme letter and metrical syllables, coloured by rhyme group (red: a missed rhyme or meter),
+so verse and free cells compare at a glance. Generated text is untrusted: the template is
+rendered with autoescape ON for every name (select_autoescape would leave a `.j2` template
+unescaped) and StrictUndefined.
 
 The `report` kind (params: `grid`, a generate-grid out dir or grid.json) merges the shard
 grids of an array job (`out/<i>/grid.json`) into one grid.json + cells/ + report in its own out
@@ -34,6 +37,10 @@ REPORT_NAME = "report.html"
 TEMPLATE = "report.html.j2"
 SUMMARY_METRICS = ("words", "lines", "distinct_1", "distinct_2", "repeated_4gram_rate",
                    "rhyme_consecutive_any", "rhyme_alternate_any")
+VERSE_METRICS = ("scheme_share", "meter_share")
+# Rhyme-group backgrounds, by the group's order of appearance in the scheme.
+GROUP_COLOURS = ("#fde2e2", "#e2ecfd", "#e3f6e3", "#fdf3d7", "#efe2fd", "#d9f4f4", "#f6e3d3",
+                 "#e9e9e9")
 # (title, metrics, whether they are shares in [0, 1])
 PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("diversity and repetition",
@@ -43,6 +50,7 @@ PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
       "rhyme_alternate_any"), True),
     ("length (mean per continuation)", ("words", "lines"), False),
 )
+VERSE_PANEL = ("verse (share of the scheme's lines)", VERSE_METRICS, True)
 
 
 @dataclass(frozen=True)
@@ -57,20 +65,26 @@ class ReportParams:
 
 
 def plot_metrics(grid: dict[str, Any]) -> bytes:
-    """PNG bytes: mean metrics against temperature, one panel per group of PANELS."""
-    rows = grid["aggregates"]["by_temperature"]
-    temps = [row["temperature"] for row in rows]
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    axes = fig.subplots(1, len(PANELS), sharex=True)
-    for axis, (title, names, shares) in zip(axes, PANELS, strict=True):
-        for name in names:
-            values = [row["mean"][name] for row in rows]
-            axis.plot(temps, [math.nan if v is None else v for v in values], marker="o",
-                      label=name)
+    """PNG bytes: mean metrics against temperature, one panel per group of PANELS (and the
+    verse shares when the grid has a scheme); free cells dashed when verse cells are there."""
+    panels = (*PANELS, VERSE_PANEL) if grid.get("scheme") else PANELS
+    fig = Figure(figsize=(4.4 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharex=True)
+    for mode in grid.get("modes", ["free"]):
+        rows = [row for row in grid["aggregates"]["by_temperature"]
+                if row.get("mode", "free") == mode]
+        temps = [row["temperature"] for row in rows]
+        style = "--" if mode == "free" and len(grid.get("modes", ())) > 1 else "-"
+        for axis, (_, names, _) in zip(axes, panels, strict=True):
+            for colour, name in enumerate(names):
+                values = [row["mean"][name] for row in rows]
+                axis.plot(temps, [math.nan if v is None else v for v in values], marker="o",
+                          linestyle=style, color=f"C{colour}", label=f"{name} ({mode})")
+    for axis, (title, _, shares) in zip(axes, panels, strict=True):
         axis.set(title=title, xlabel="temperature")
         axis.set_ylim(*((-0.02, 1.02) if shares else (0, None)))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+        axis.legend(fontsize="x-small")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     return buffer.getvalue()
@@ -93,20 +107,41 @@ def _environment() -> Environment:
     return env
 
 
+def _columns(grid: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(mode, t) for mode in grid.get("modes", ["free"]) for t in grid["temperatures"]]
+
+
 def _grid_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows (prompts) x columns (temperatures), each a list of that cell's samples."""
-    rows = [{"prompt": prompt, "columns": [[] for _ in grid["temperatures"]]}
-            for prompt in grid["prompts"]]
+    """Rows (prompts) x columns (mode, temperature), each a list of that cell's samples."""
+    columns = _columns(grid)
+    rows = [{"prompt": prompt, "columns": [[] for _ in columns]} for prompt in grid["prompts"]]
     for cell in grid["cells"]:
-        rows[cell["prompt_index"]]["columns"][cell["temperature_index"]].append(cell)
+        column = columns.index((cell.get("mode", "free"), cell["temperature"]))
+        rows[cell["prompt_index"]]["columns"][column].append(cell)
     return rows
+
+
+def _letters(scheme: str | None) -> tuple[dict[str, str], dict[str, str], set[int]]:
+    """CSS class and colour of each rhyme letter of `scheme`, and the line indices that end a
+    stanza (but the last)."""
+    if not scheme:
+        return {}, {}, set()
+    letters = [c for c in dict.fromkeys(scheme.replace(" ", "")) if c != "-"]
+    classes = {c: (c if c.isupper() else f"l{c}") for c in letters}
+    colours = {c: GROUP_COLOURS[i % len(GROUP_COLOURS)] for i, c in enumerate(letters)}
+    sizes = [len(stanza) for stanza in scheme.split(" ")]
+    ends = {sum(sizes[:i + 1]) - 1 for i in range(len(sizes) - 1)}
+    return classes, colours, ends
 
 
 def render_html(grid: dict[str, Any], png: bytes) -> str:
     """The report page for a complete grid (`png` from plot_metrics)."""
+    classes, colours, ends = _letters(grid.get("scheme"))
+    summary = (*SUMMARY_METRICS, *VERSE_METRICS) if grid.get("scheme") else SUMMARY_METRICS
     return _environment().get_template(TEMPLATE).render(
-        grid=grid, rows=_grid_rows(grid), summary_metrics=SUMMARY_METRICS,
-        metric_names=list(grid["metric_definitions"]),
+        grid=grid, rows=_grid_rows(grid), columns=_columns(grid), summary_metrics=summary,
+        metric_names=list(grid["metric_definitions"]), letter_classes=classes,
+        letter_colours=colours, stanza_ends=ends,
         png_base64=base64.b64encode(png).decode("ascii"), plot_name=PLOT_NAME)
 
 

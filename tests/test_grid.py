@@ -3,6 +3,7 @@ files, escaping, sharding + merge, resume; and model-path dispatch."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bigram_lines import BigramLines
 
 import lyricgen.grid as grid_mod
 from lyricgen import report
@@ -19,6 +21,7 @@ from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
 from lyricgen.generation import TextGenerator, model_kind_of
 from lyricgen.grid import GridSpec, grid_cells, merge_grids, task_batches
+from lyricgen.verse.lexicon import EMBEDDED_VERSE
 
 WORDS = ("luna", "cuna", "camino", "destino", "boca", "sola", "amor", "corazón", "canción",
          "mar", "noche", "cielo", "suelo", "vida", "herida")
@@ -43,6 +46,14 @@ class FakeGenerator:
             lines = [" ".join(rng.choice(WORDS) for _ in range(4)) for _ in range(6)]
             texts.append("\n" + "\n".join(lines) + "\n<b>&</b>")
         return texts
+
+    def line_model(self) -> BigramLines:
+        return bigram_of_embedded_verse()
+
+
+@functools.lru_cache(maxsize=1)
+def bigram_of_embedded_verse() -> BigramLines:
+    return BigramLines(EMBEDDED_VERSE.read_text(encoding="utf-8"))
 
 
 class ExplodingGenerator:
@@ -371,3 +382,36 @@ def test_a_retrained_model_is_not_resumed(model_dir: Path, tmp_path: Path,
     fresh = FakeGenerator()
     _run(_params(model_dir), out, fresh, monkeypatch)
     assert len(fresh.calls) == 3
+
+
+def test_a_verse_grid_enforces_the_scheme_beside_free_cells(model_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    params = _params(model_dir, scheme="ABAB", syllables=8, candidates=4, compare_free=True,
+                     samples=1, temperatures=[0.8], batch_size=4, max_tokens=120)
+    out = tmp_path / "out"
+    summary = _run(params, out, FakeGenerator(), monkeypatch)
+    grid = json.loads((out / "grid.json").read_text("utf-8"))
+    assert grid["modes"] == ["verse", "free"] and grid["cells_total"] == 6
+    assert [c["mode"] for c in grid["cells"]] == ["verse"] * 3 + ["free"] * 3
+    verse = [c for c in grid["cells"] if c["mode"] == "verse"]
+    assert all(c["file"].endswith("_verse.txt") and (out / c["file"]).is_file() for c in verse)
+    forced = summary["verse_lines_forced"]
+    for cell in verse:  # every line kept from a finished candidate rhymes and scans
+        counts = cell["verse"]["counts"]
+        assert counts["text_lines"] == 4
+        assert counts["on_meter"] >= 4 - forced and counts["following"] >= 4 - 2 * forced
+        assert cell["metrics"]["meter_share"] == counts["on_meter"] / 4
+    free = [c for c in grid["cells"] if c["mode"] == "free"]
+    assert all(c["verse"]["scheme"] == "ABAB" and c["metrics"]["scheme_share"] is not None
+               for c in free)  # free cells are judged against the scheme too
+    assert [(r["mode"], r["temperature"]) for r in grid["aggregates"]["by_temperature"]] == [
+        ("verse", 0.8), ("free", 0.8)]
+    page = (out / "report.html").read_text("utf-8")
+    assert page.count('<table class="verse">') == 6 and "Scheme <code>ABAB</code>" in page
+    assert '<td class="tag">A 8</td>' in page and "verse, temperature 0.8" in page
+
+
+def test_syllables_without_a_scheme_is_refused(model_dir: Path) -> None:
+    with pytest.raises(LyricgenInputError, match="params: syllables: needs a scheme"):
+        GridSpec.from_params(_params(model_dir, syllables=11))

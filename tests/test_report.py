@@ -76,7 +76,7 @@ def test_report_escapes_and_lays_out_the_grid(model: str) -> None:
     assert "que duerme en la cuna" in parser.cells[0]
     assert "<script>alert(1)</script>" in parser.cells[1]  # shown as text, not run
     assert "sola" in parser.cells[3] and "Mi <b>" in parser.cells[3]
-    headers = re.findall(r"<th>temperature ([0-9.]+)</th>", page)
+    headers = re.findall(r"<th>free, temperature ([0-9.]+)</th>", page)
     assert headers == ["0.5", "1.0"]
 
 

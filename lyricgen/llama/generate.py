@@ -15,6 +15,7 @@ rows: the whole batch is reproducible for a fixed seed, a row taken alone is not
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,10 @@ class LlamaGenerator:
                              use_cache=True)
         return self._decode(produced, len(prompts), eos)
 
+    def line_model(self) -> LlamaLines:
+        """This generator as lyricgen.verse.compose's LineModel."""
+        return LlamaLines(self)
+
     def _decode(self, produced: list[torch.Tensor], rows: int, eos: int) -> list[str]:
         if not produced:
             return [""] * rows
@@ -116,3 +121,57 @@ class LlamaGenerator:
             texts.append(self.tokenizer.decode(seq, skip_special_tokens=True))
         return texts
 
+
+
+class LlamaLines:
+    """lyricgen.verse.compose.LineModel over a LlamaGenerator. The state is (KV cache,
+    attention mask, next position per row): a row that is not `active` in `advance` still
+    gets a cache slot, masked out, and keeps its position, so its continuation is unchanged.
+    Special tokens (EOS, BOS, padding) are never sampled inside a poem."""
+
+    def __init__(self, generator: LlamaGenerator) -> None:
+        self.generator = generator
+        self.tokenizer = generator.tokenizer
+        self.device = generator.device
+
+    def pieces(self) -> list[str]:
+        tok = self.tokenizer
+        tokens = tok.convert_ids_to_tokens(list(range(len(tok))))
+        return [tok.convert_tokens_to_string([t]) if t is not None else "" for t in tokens]
+
+    def banned_ids(self) -> list[int]:
+        return list(self.tokenizer.all_special_ids)
+
+    def encode_ending(self, text: str) -> list[int] | None:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids or None
+
+    @torch.no_grad()
+    def start(self, prompts: list[str]) -> tuple[Any, torch.Tensor]:
+        ids, mask = self.generator._prompt_batch(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.generator.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   use_cache=True, logits_to_keep=1)
+        return (out.cache, mask, positions[:, -1] + 1), out.logits[:, -1, :].float()
+
+    @torch.no_grad()
+    def advance(self, state: Any, tokens: torch.Tensor, active: torch.Tensor
+                ) -> tuple[Any, torch.Tensor]:
+        cache, mask, position = state
+        mask = torch.cat([mask, active[:, None].to(mask.dtype)], dim=1)
+        out = self.generator.model(input_ids=tokens[:, None], attention_mask=mask,
+                                   position_ids=position[:, None], cache=cache, use_cache=True)
+        return (out.cache, mask, position + active.long()), out.logits[:, -1, :].float()
+
+    def select(self, state: Any, rows: torch.Tensor) -> Any:
+        cache, mask, position = state
+        chosen = copy.copy(cache)
+        chosen.layers = [copy.copy(layer) for layer in cache.layers]
+        chosen.batch_select_indices(rows)
+        return chosen, mask[rows], position[rows]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def continuation(self, row: int, ids: list[int]) -> str:
+        return self.decode(ids).rstrip()

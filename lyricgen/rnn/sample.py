@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lyricgen.rnn.checkpoint import load_model
-from lyricgen.rnn.model import RnnLM, resolve_device
+from lyricgen.rnn.model import Hidden, RnnLM, resolve_device
 from lyricgen.rnn.vocab import Vocab
 from lyricgen.sampling import sample_next
 
@@ -91,6 +91,10 @@ class RnnGenerator:
         last = logits[torch.arange(len(rows), device=logits.device), lengths.to(logits.device) - 1]
         return last.float(), hidden
 
+    def line_model(self) -> RnnLines:
+        """This generator as lyricgen.verse.compose's LineModel."""
+        return RnnLines(self)
+
     def _continuation(self, prompt: list[int], generated: list[int], strip_marker: bool,
                       marker_len: int) -> str:
         if strip_marker:
@@ -98,3 +102,58 @@ class RnnGenerator:
         head = self.vocab.decode(prompt)
         text = self.vocab.decode(prompt + generated)[len(head):]
         return text.rstrip() if strip_marker else text
+
+
+class RnnLines:
+    """lyricgen.verse.compose.LineModel over an RnnGenerator: the state is the RNN's hidden
+    state (h, or (h, c) for an LSTM), [layers, rows, hidden]. Word level: a word token's piece
+    is " word" (detokenisation puts a space before it in a line); `<unk>` and the song marker
+    are never sampled."""
+
+    def __init__(self, generator: RnnGenerator) -> None:
+        self.generator = generator
+        self.vocab = generator.vocab
+        self.device = generator.device
+        self.prompt_ids: list[list[int]] = []
+
+    def pieces(self) -> list[str]:
+        if self.vocab.level == "char":
+            return list(self.vocab.itos)
+        return [f" {t}" if t[:1].isalnum() and t != self.vocab.marker else t
+                for t in self.vocab.itos]
+
+    def banned_ids(self) -> list[int]:
+        marker = self.vocab.marker_ids
+        return [0, *marker] if self.vocab.level == "word" else [0, marker[0]]
+
+    def encode_ending(self, text: str) -> list[int] | None:
+        ids = self.vocab.encode(text.lstrip() if self.vocab.level == "word" else text)
+        return ids if ids and 0 not in ids else None
+
+    @torch.inference_mode()
+    def start(self, prompts: list[str]) -> tuple[Hidden, torch.Tensor]:
+        self.prompt_ids = [self.vocab.encode(prompt) for prompt in prompts]
+        logits, hidden = self.generator._read_prompts(self.prompt_ids)
+        return hidden, logits
+
+    @torch.inference_mode()
+    def advance(self, state: Hidden, tokens: torch.Tensor, active: torch.Tensor
+                ) -> tuple[Hidden, torch.Tensor]:
+        logits, new = self.generator.model(tokens[:, None], state)
+        keep = active[None, :, None]
+        if isinstance(new, tuple):
+            new = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))
+        else:
+            new = torch.where(keep, new, state)
+        return new, logits[:, 0].float()
+
+    def select(self, state: Hidden, rows: torch.Tensor) -> Hidden:
+        if isinstance(state, tuple):
+            return tuple(part.index_select(1, rows) for part in state)  # type: ignore[return-value]
+        return state.index_select(1, rows)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.vocab.decode(ids)
+
+    def continuation(self, row: int, ids: list[int]) -> str:
+        return self.generator._continuation(self.prompt_ids[row], ids, False, 0).rstrip()

@@ -60,7 +60,7 @@ class LineMeter:
 
 
 @dataclass(frozen=True)
-class _WordSound:
+class WordSound:
     syllables: int
     opens_with_vowel: bool
     closes_with_vowel: bool
@@ -68,7 +68,10 @@ class _WordSound:
 
 
 @lru_cache(maxsize=WORD_CACHE_SIZE)
-def _word_sound(word: str) -> _WordSound | None:
+def word_sound(word: str) -> WordSound | None:
+    """How a word counts in a line: its syllables, whether it can join a previous word ending
+    in a vowel (opens) or the next word (closes) by synalepha, and the syllables after its
+    stress. None for a word without a vowel. `word` lowercase letters, as from `words`."""
     analysis = analyse_word(word)
     if analysis is None:
         return None
@@ -80,12 +83,12 @@ def _word_sound(word: str) -> _WordSound | None:
         opens = word.startswith(first)
     # a final y after a vowel ("hoy", "rey") is the consonant onset of a next vowel: ho-yes
     closes = word == "y" or (word.endswith(analysis.nuclei[-1]) and not word.endswith("y"))
-    return _WordSound(syllables=len(analysis.nuclei), opens_with_vowel=opens,
+    return WordSound(syllables=len(analysis.nuclei), opens_with_vowel=opens,
                       closes_with_vowel=closes,
                       after_stress=len(analysis.nuclei) - 1 - analysis.stressed)
 
 
-def _joins(tokens: list[tuple[str, _WordSound | None]], i: int) -> bool:
+def _joins(tokens: list[tuple[str, WordSound | None]], i: int) -> bool:
     """Whether word i joins word i - 1 by synalepha."""
     (_, left), (word, right) = tokens[i - 1], tokens[i]
     if left is None or right is None:
@@ -104,7 +107,7 @@ def scan_line(line: str) -> LineMeter | None:
 
 def scan_words(line_words: Sequence[str]) -> LineMeter | None:
     """`scan_line` for a line already split by lyricgen.verse.rhyme.words."""
-    tokens = [(word, _word_sound(word)) for word in line_words]
+    tokens = [(word, word_sound(word)) for word in line_words]
     voiced = [(word, sound) for word, sound in tokens if sound is not None]
     if not voiced:
         return None
@@ -124,5 +127,5 @@ def metrical_syllables(line: str) -> int | None:
 
 def clear_caches() -> None:
     """Empty the per-word caches (this module's and rhyme.analyse_word's): for cold timings."""
-    _word_sound.cache_clear()
+    word_sound.cache_clear()
     analyse_word.cache_clear()
