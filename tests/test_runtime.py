@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,6 +117,57 @@ def test_an_unbindable_input_is_named_unless_a_bind_covers_it() -> None:
         container_binds(job, apptainer(), PROJECT, JOB_DIR)
     assert container_binds(job, apptainer(binds=("/scratch",)), PROJECT, JOB_DIR) == [
         "/scratch:/scratch:rw", "/srv/lyricgen:/srv/lyricgen:rw"]
+
+
+def host_image(root: Path) -> Path:
+    """A directory apptainer can exec: the host's bash with its libraries, at their paths,
+    and the mount points apptainer needs."""
+    for mount in ("dev", "proc", "sys", "tmp", "var/tmp", "etc", "root", "home"):
+        (root / mount).mkdir(parents=True)
+    bash = Path(shutil.which("bash") or "/bin/bash")
+    ldd = subprocess.run(["ldd", str(bash)], capture_output=True, text=True, check=True)
+    for path in [bash, *map(Path, re.findall(r"(/\S+) \(0x", ldd.stdout))]:
+        target = root / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    return root
+
+
+@pytest.mark.skipif(shutil.which("apptainer") is None, reason="apptainer not installed")
+def test_real_apptainer_takes_the_binds_and_refuses_what_runtime_refuses(tmp_path: Path) -> None:
+    """The argv of runtime_argv under apptainer itself (--contain: /tmp and $HOME are not
+    mounted, so the binds alone make the paths reachable): hostile names bind, the input is
+    read-only, the run dir writable; each character _BIND_UNSAFE refuses breaks apptainer."""
+    name = "ñ 100% #1 'q' \"dq\" $HOME a\\b"
+    project, data = tmp_path / f"my lyrics {name}", tmp_path / f"scratch {name}" / "c.txt"
+    job_dir = tmp_path / f"runs {name}" / "r1" / "train"
+    for folder in (project, data.parent, job_dir):
+        folder.mkdir(parents=True)
+    data.write_text("hola\n", encoding="utf-8")
+    image = host_image(tmp_path / "image")
+    job = param_job("train-rnn", {"data": str(data)})
+    argv = runtime_argv(job, apptainer(), project, job_dir)
+    argv[argv.index("exec") + 1:argv.index("exec") + 1] = ["--contain"]
+    argv[-2:] = [str(image), shutil.which("bash") or "/bin/bash", "-c",
+                 'pwd; read -r l <"$1"; echo "$l"; : >"$2/ok"; : 2>/dev/null >>"$1" || echo ro',
+                 "sh",
+                 str(data), str(job_dir)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(project), "hola", "ro"]
+    assert (job_dir / "ok").is_file()
+    for bad in ("a:b", "a,b", "a^b", "a\\"):
+        folder = tmp_path / bad
+        folder.mkdir()
+        (folder / "c.txt").write_text("hola\n", encoding="utf-8")
+        with pytest.raises(ValueError, match="cannot bind"):
+            container_binds(param_job("train-rnn", {"data": str(folder)}), apptainer(),
+                            project, job_dir)
+        naive = subprocess.run(["apptainer", "exec", "--contain", "--bind",
+                                f"{folder}:{folder}:ro", str(image), "/bin/bash", "-c",
+                                'read -r l <"$1"; echo "$l"', "sh", str(folder / "c.txt")],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert naive.returncode != 0 and naive.stdout != "hola\n", bad
 
 
 def test_spaces_quotes_and_non_ascii_bind_verbatim() -> None:
