@@ -32,6 +32,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from jobs.runtime import param_paths
 from jobs.spec import JobSpec
 from jobs.state import atomic_write_json, list_runs, read_json
 from kindspec.registry import KINDS
@@ -117,15 +118,8 @@ def code_version(project_dir: Path) -> str:
 
 def _input_paths(job: JobSpec) -> list[str]:
     """Paths read by the job: values of non-`writes` path params that are not references."""
-    kind = KINDS[job.kind]
-    found = []
-    for task in job.tasks:
-        for name, value in task.params.items():
-            param = kind.params.get(name)
-            if (param is not None and param.type == "path" and not param.writes
-                    and isinstance(value, str) and not OUTPUT_REF.fullmatch(value)):
-                found.append(value)
-    return sorted(set(found))
+    reads, _ = param_paths(job)
+    return sorted({path for _, path in reads if not OUTPUT_REF.fullmatch(path)})
 
 
 def job_cache_key(job: JobSpec, need_keys: Mapping[str, str], code: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -232,15 +233,16 @@ def submit(manifest: str, profile: str | None, force: bool, dry_run: bool, paral
 
 
 def _print_plan(record: dict[str, Any], selection: dict[str, list[int]]) -> None:
-    """What submit would start, needs shown as <job>."""
+    """What submit would start, as shell commands (paths quoted), needs shown as <job>."""
     for name, tasks in selection.items():
         job = record["jobs"][name]
         if record["executor"] == "local":
             after = ", ".join(n for n in job["needs"] if n in selection)
-            line = f"bash {job['job_dir']}/job.sh" + (f" (after {after})" if after else "")
+            line = f"bash {shlex.quote(job['job_dir'] + '/job.sh')}" + (
+                f" (after {after})" if after else "")
         else:
             needs = [f"<{n}>" for n in job["needs"] if n in selection]
-            line = " ".join(SlurmExecutor.sbatch_argv(job, tasks, needs))
+            line = shlex.join(SlurmExecutor.sbatch_argv(job, tasks, needs))
         click.echo(f"  {name:<16} {line}")
 
 

@@ -5,7 +5,7 @@ pipeline-wide `name:` and `profile:`). Job keys: kind, name, profile, needs (pip
 only), resources, params, matrix, throttle. Every problem is one `InputError` line
 `path:line: key: message` (see jobs.yamlsafe for the YAML-level checks).
 
-* params are checked against the kind's schema (jobs.params) and defaults are filled in;
+* params are checked against the kind's schema (kindspec) and defaults are filled in;
   relative `path` params are joined to `base_dir` (default: the current directory).
 * `matrix: {param: [values...]}` expands, in the written key order with the last key varying
   fastest, into one Task per cell (an array job, at most MAX_ARRAY_TASKS tasks); `throttle`

@@ -14,8 +14,9 @@ from typing import Any
 from jobs import cache
 from jobs.errors import InputError
 from jobs.manifest import bind_outputs
-from jobs.render import render_script
+from jobs.render import render_script, sbatch_log_path
 from jobs.resume import ResumePoint, find_resume_point, seed_out_dir
+from jobs.runtime import param_paths
 from jobs.spec import JobSpec, Pipeline, Profile, Resources, Source, Task
 from jobs.state import RUN_SCHEMA, Run, atomic_write_bytes, atomic_write_json, claim_run_dir
 from kindspec.provenance import git_commit, package_versions
@@ -34,9 +35,13 @@ def config_document(job: JobSpec, run_id: str, job_dir: Path) -> dict[str, Any]:
     }
 
 
-def render_job(job: JobSpec, profile: Profile, job_dir: Path) -> str:
-    """job.sh text; InputError (pointing at the job in its manifest) if it cannot be rendered."""
+def render_job(job: JobSpec, profile: Profile, job_dir: Path, *,
+               executor: str | None = None) -> str:
+    """job.sh text; InputError (pointing at the job in its manifest) if it cannot be rendered,
+    or, for `executor` "slurm", if sbatch cannot name its log (jobs.render.sbatch_log_path)."""
     try:
+        if executor == "slurm":
+            sbatch_log_path(job_dir, job.array)
         return render_script(job, profile, job_dir=job_dir, project_dir=PROJECT_DIR)
     except ValueError as exc:
         raise InputError(job.source.path, job.source.line, f"jobs.{job.name}", str(exc)) from exc
@@ -96,15 +101,15 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
             return Path(hits[name].out_dir) if name in hits else run_dir / name / "out"
 
         bound = bind_outputs(pipeline, out_dir_of)
-        scripts = {job.name: render_job(job, profiles[job.profile], run_dir / job.name)
+        scripts = {job.name: render_job(job, profiles[job.profile], run_dir / job.name,
+                                        executor=executor)
                    for job in bound.jobs if job.name not in hits}
         return bound, scripts, out_dir_of
 
     # The run dir is created only after rendering, exclusively (concurrent submits).
     run_dir, (bound, scripts, out_dir_of) = claim_run_dir(runs_dir, prepare)
-    for profile in profiles.values():  # apptainer refuses to bind a missing directory
-        if profile.cache_dir and not dry_run:
-            Path(profile.cache_dir).mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        _make_bound_dirs(bound, profiles, hits)
     jobs: dict[str, Any] = {}
     for job in bound.jobs:
         hit = hits.get(job.name)
@@ -133,6 +138,28 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
         "jobs": jobs,
     })
     return Run(run_dir)
+
+
+def _make_bound_dirs(pipeline: Pipeline, profiles: Mapping[str, Profile],
+                     skipped: Mapping[str, Any]) -> None:
+    """Create what jobs.runtime.container_binds binds read-write and no job creates before
+    apptainer starts (it refuses to bind a missing source): every profile's cache dir, and
+    the directories that the `writes` params of jobs under an apptainer profile name."""
+    for profile in profiles.values():
+        if profile.cache_dir:
+            _make_dir(profile.cache_dir, profile.source.path, None, "cache_dir")
+    for job in pipeline.jobs:
+        if profiles[job.profile].runtime == "apptainer" and job.name not in skipped:
+            for name, path in param_paths(job)[1]:
+                _make_dir(path, job.source.path, job.source.line, f"jobs.{job.name}.params.{name}")
+
+
+def _make_dir(path: str, source: str, line: int | None, key: str) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(source, line, key, f"cannot create directory {path!r}: "
+                         f"{exc.strerror}") from exc
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> JobSpec:

@@ -7,14 +7,19 @@ SLURM_ARRAY_TASK_ID for array tasks). It runs
 `<runtime argv> -m lyricgen KIND --config JOB_DIR/config.json --task $TASK` from the project
 dir, with TASK = $SLURM_ARRAY_TASK_ID (default 0) for arrays and 0 for single jobs; a
 distributed job runs it behind torchrun (and srun for several nodes; see jobs/runtime.py).
-Parameter values never appear in the script: they live only in config.json.
+Parameter values never appear in the script: they live only in config.json, except that
+under apptainer the paths a job reads or writes are also bound, each `--bind` one quoted
+word (jobs.runtime.container_binds).
 
 A multi-node job's script runs only inside an sbatch allocation of its node count: under
 plain bash it records FAILED with exit code 2 and says why before starting anything.
 
-Before submitting, the caller must create `JOB_DIR/logs/` (SLURM opens
-`logs/slurm-%j.out`, or `logs/slurm-%A_%a.out` for arrays, before the script starts) and
-write `JOB_DIR/config.json`.
+Paths never appear on #SBATCH lines (SLURM does not shell-parse them): the log file is given
+on the sbatch command line, one argv word each for `--output` and `--error`
+(`sbatch_log_path`: `JOB_DIR/logs/slurm-%j.out`, or `logs/slurm-%A_%a.out` for arrays). The
+caller must create `JOB_DIR/logs/` (SLURM opens the log before the script starts) and write
+`JOB_DIR/config.json`. In job.sh itself every path is one quoted shell word, so any character
+works there except a line break (refused: SLURM's one-line job records could not hold it).
 
 Status file (the script's own record, which outlives SLURM's memory of the job):
 `JOB_DIR/status/<TASK>.json`, replaced atomically (temp file + mv) at start and at exit.
@@ -28,7 +33,7 @@ One JSON object, always with exactly these keys:
   failures before lyricgen starts and a child killed by the kernel, e.g. 137 for OOM),
   CANCELLED (the script got SIGTERM, SIGINT, or SIGUSR1 for a kind that does not
   checkpoint: it sends SIGTERM to lyricgen, waits for it, and exits 128+signal number), and
-  for kinds that checkpoint (jobs.kinds Kind.checkpoints) REQUEUED or PREEMPTED (below).
+  for kinds that checkpoint (kindspec Kind.checkpoints) REQUEUED or PREEMPTED (below).
 - exit_code: the script's exit status (lyricgen's, or 128+N when cancelled); null while
   RUNNING. signal: "TERM", "INT" or "USR1" when a signal to the script ended it, else null.
 - reason: one line of [A-Za-z0-9 ._:,;()=+-] saying why a preempted task stopped and what
@@ -97,7 +102,7 @@ RESERVED_SBATCH = frozenset({
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 # #SBATCH lines are not shell-parsed: values must be single plain words.
 SBATCH_VALUE = re.compile(r"^[A-Za-z0-9_.,:+=/@%-]+$")
-_JOB_DIR_UNSAFE = re.compile(r"[\s%\"'\\#]")
+SLURM_LOG = {False: "slurm-%j.out", True: "slurm-%A_%a.out"}  # by job.array
 
 
 def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir: Path) -> str:
@@ -105,8 +110,8 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
     (the checkout, the script's working directory) must be absolute.
 
     Raises ValueError with a one-line message for values that cannot be rendered safely:
-    a job_dir with whitespace, '%', quotes, '\\' or '#' (it appears on #SBATCH lines), a bad
-    job name, env name, sbatch option or bind path, or a reserved sbatch option.
+    a relative job_dir or project_dir, or one with a newline or that is not UTF-8, a bad job
+    name, env name, sbatch option or bind path, or a reserved sbatch option.
     """
     _check_paths(job_dir, project_dir)
     if not SAFE_NAME.match(job.name):
@@ -123,7 +128,6 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
         job=job,
         job_dir=str(job_dir),
         project_dir=str(project_dir),
-        log=str(job_dir / "logs" / ("slurm-%A_%a.out" if job.array else "slurm-%j.out")),
         sbatch=sbatch_options(job, profile),
         env=env,
         container_env=container_env_names(profile, job_env),
@@ -178,14 +182,35 @@ def _check_signal(job: JobSpec, kind: Kind | None) -> None:
                          f"than the time limit ({job.resources.time} = {limit} s)")
 
 
+def sbatch_log_path(job_dir: Path, array: bool) -> str:
+    """The value of sbatch's --output and --error for a job: JOB_DIR/logs/slurm-%j.out
+    (slurm-%A_%a.out for an array), every '%' of JOB_DIR written '%%'.
+
+    SLURM expands %j, %A, %a, %x... anywhere in the path and reads '%%' as '%' (22.05,
+    tested). A backslash anywhere switches that off: slurmd then drops every backslash and
+    expands nothing, so no log path with the job id can name a directory holding one, and
+    ValueError says so. Give the value as its own argv word: no quoting is needed.
+    """
+    text = str(job_dir)
+    if "\\" in text:
+        raise ValueError(f"job directory {text!r} holds a backslash, which SLURM cannot take "
+                         "in a log path (it turns off %j and drops the backslash): choose a "
+                         "runs_dir without one for SLURM (jobctl run works with it)")
+    return f"{text.replace('%', '%%')}/logs/{SLURM_LOG[array]}"
+
+
 def _check_paths(job_dir: Path, project_dir: Path) -> None:
     for label, path in (("job_dir", job_dir), ("project_dir", project_dir)):
+        text = str(path)
         if not Path(path).is_absolute():
-            raise ValueError(f"{label} must be absolute, got {str(path)!r}")
-    if _JOB_DIR_UNSAFE.search(str(job_dir)):
-        raise ValueError(f"job directory {str(job_dir)!r} cannot appear on #SBATCH lines: "
-                         "it must not contain whitespace, '%', quotes, '\\' or '#' "
-                         "(choose another runs_dir)")
+            raise ValueError(f"{label} must be absolute, got {text!r}")
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"{label} {text!r} holds a line break, which SLURM's one-line "
+                             "job records (scontrol -o, jobcomp) cannot hold: rename it")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{label} {text!r} is not valid UTF-8: rename it") from None
 
 
 @functools.lru_cache(maxsize=1)

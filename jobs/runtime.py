@@ -31,10 +31,13 @@ Apptainer contract:
   the container, forwarded BY NAME through `APPTAINERENV_<NAME>` variables that the job script
   exports at run time. No value (in particular no token) is ever written into the script or
   put on the command line, where `ps` would show it.
-- Host paths are bound at the same path inside (`src:src`), because config.json holds absolute
-  host paths: the project directory, the run directory (`job_dir.parent`), the cache directory
-  and the profile's own binds (verbatim `src[:dst[:opts]]`). Data outside these (e.g. a corpus
-  given as a path param) needs a profile bind: params never reach the script.
+- Host paths are bound at the same path inside, because config.json holds absolute host
+  paths. `container_binds` builds the whole list (module docstring of that function): the
+  project directory, the run directory (`job_dir.parent`), the cache directory and every path
+  a job's params write (kind registry: type "path" with writes=True) read-write; every path
+  param the job reads (the data, a model, a need's output from a cached run) read-only; then
+  the profile's own binds. Param values still never reach the script: only their paths do,
+  as `--bind` words.
 """
 
 from __future__ import annotations
@@ -60,7 +63,11 @@ BASE_CONTAINER_ENV = (
     "SLURM_CPUS_PER_TASK",
     "PYTHONUNBUFFERED",
 )
-_BIND_UNSAFE = re.compile(r"[:,\s]")
+# What apptainer's --bind parser (1.x, pkg/runtime/engine/apptainer/config/bind.go) cannot
+# take in a path: ':' and ',' separate the fields and the binds, its tokenizer drops '^', and
+# a trailing backslash reads as an escaped ':'. Spaces, quotes, '%', '#', '$', a backslash
+# elsewhere and non-ASCII arrive intact (argv words, no shell between).
+_BIND_UNSAFE = re.compile(r"[:,^]|\\$")
 # Where the caches go, relative to the profile's cache_dir. The image's own defaults point
 # under /cache (containers/lyricgen.def), which jobctl does not bind: every one of these must
 # be exported, or a library that writes its cache would hit the read-only image.
@@ -76,8 +83,8 @@ def runtime_argv(job: JobSpec, profile: Profile, project_dir: Path, job_dir: Pat
     """The argv prefix that starts Python for `job`: `[profile.python]` on the host, or
     `apptainer exec [--nv] --cleanenv --pwd PROJECT --bind ... IMAGE python3`.
 
-    Raises ValueError for an unknown runtime, an apptainer profile without image, or a bind
-    path that apptainer cannot parse (':' ',' or whitespace).
+    Raises ValueError for an unknown runtime, an apptainer profile without image, or a path
+    that cannot be bound (`container_binds`).
     """
     if profile.runtime == "host":
         return [profile.python]
@@ -90,7 +97,7 @@ def runtime_argv(job: JobSpec, profile: Profile, project_dir: Path, job_dir: Pat
     if job.resources.gpus > 0:
         argv.append("--nv")
     argv += ["--cleanenv", "--pwd", str(project_dir)]
-    for bind in container_binds(profile, project_dir, job_dir):
+    for bind in container_binds(job, profile, project_dir, job_dir):
         argv += ["--bind", bind]
     return [*argv, profile.image, "python3"]
 
@@ -183,21 +190,85 @@ def launch_env(job: JobSpec) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(max(1, res.cpus // res.processes_per_node))}
 
 
-def container_binds(profile: Profile, project_dir: Path, job_dir: Path) -> list[str]:
-    """Bind specs in order: project dir, run dir, cache dir (each `src:src`, skipped when
-    inside an earlier one), then the profile's binds verbatim (exact duplicates dropped)."""
-    identity: list[PurePosixPath] = []
-    for raw in (project_dir, job_dir.parent, profile.cache_dir):
-        if raw is None:
-            continue
-        path = PurePosixPath(raw)
-        if not path.is_absolute() or _BIND_UNSAFE.search(str(path)):
-            raise ValueError(f"profile {profile.name}: cannot bind {str(path)!r} into the "
-                             "container: needs an absolute path without ':', ',' or spaces")
-        if not any(path == done or done in path.parents for done in identity):
-            identity.append(path)
-    binds = [f"{path}:{path}" for path in identity]
-    return binds + [bind for bind in dict.fromkeys(profile.binds) if bind not in binds]
+@dataclass(frozen=True)
+class _Bind:
+    """One identity bind (host path = container path), and where it comes from (errors)."""
+
+    path: PurePosixPath
+    writable: bool
+    origin: str
+
+    def spec(self) -> str:
+        return f"{self.path}:{self.path}:{'rw' if self.writable else 'ro'}"
+
+
+def param_paths(job: JobSpec) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(read, written): the (param name, value) pairs of every task's path params, as the
+    kind registry types them (`KINDS[kind].params[name].type == "path"`, split by `.writes`),
+    in task and param order, duplicates dropped. None for a kind outside the registry.
+    Values are what the spec holds: absolute paths, or output references before binding."""
+    kind = KINDS.get(job.kind)
+    found: tuple[dict[tuple[str, str], None], dict[tuple[str, str], None]] = ({}, {})
+    for task in job.tasks:
+        for name, value in task.params.items():
+            param = kind.params.get(name) if kind else None
+            if param is not None and param.type == "path" and isinstance(value, str):
+                found[param.writes][(name, value)] = None
+    return list(found[0]), list(found[1])
+
+
+def container_binds(job: JobSpec, profile: Profile, project_dir: Path,
+                    job_dir: Path) -> list[str]:
+    """Every `--bind` value of the job's apptainer command, in mount order. Pure.
+
+    Identity binds `P:P:rw` or `P:P:ro` (config.json names host paths): read-write the
+    project dir, the run dir (`job_dir.parent`: this job's dir and the outputs of the run's
+    other jobs), the cache dir and every path a `writes` param names (it must exist when the
+    job starts: jobs.plan creates them); read-only every other path param of every task (the
+    file or directory itself: a corpus under /scratch, a need's output in a cached run); the
+    profile's identity binds (`src`, `src:src[:ro|rw]`) with their own mode. A path inside
+    one already bound as permissively (or at the same place) is dropped, parents come before
+    children (a later mount on a parent would hide a child's), and the profile's other binds
+    (`src:dst[:opts]`) follow verbatim, duplicates dropped.
+
+    Raises ValueError, one line naming the path and where it comes from, for a path to bind
+    that is relative or that apptainer's --bind cannot express (`_BIND_UNSAFE`). A path only
+    covered by another bind needs no check. Pitfall: a path that a param's file names (the
+    base model in an adapter's adapter_config.json) is no param: bind it in the profile.
+    """
+    wanted = [_Bind(PurePosixPath(project_dir), True, "project dir"),
+              _Bind(PurePosixPath(job_dir).parent, True, "run dir")]
+    if profile.cache_dir is not None:
+        wanted.append(_Bind(PurePosixPath(profile.cache_dir), True,
+                            f"profile {profile.name}: cache_dir"))
+    reads, writes = param_paths(job)
+    wanted += [_Bind(PurePosixPath(path), True, f"params.{name}") for name, path in writes]
+    wanted += [_Bind(PurePosixPath(path), False, f"params.{name}") for name, path in reads]
+    others: list[str] = []
+    for spec in profile.binds:
+        source, _, rest = spec.partition(":")
+        target, _, options = rest.partition(":")
+        if target in ("", source):
+            wanted.append(_Bind(PurePosixPath(source), options != "ro",
+                                f"profile {profile.name}: binds"))
+        elif spec not in others:
+            others.append(spec)
+    kept: list[_Bind] = []
+    for bind in sorted(wanted, key=lambda b: (len(b.path.parts), not b.writable)):
+        inner = next((k for k in reversed(kept)
+                      if k.path == bind.path or k.path in bind.path.parents), None)
+        if inner is None or (bind.writable and not inner.writable):
+            _check_bindable(bind)
+            kept.append(bind)
+    return [bind.spec() for bind in kept] + others
+
+
+def _check_bindable(bind: _Bind) -> None:
+    text = str(bind.path)
+    if not bind.path.is_absolute() or _BIND_UNSAFE.search(text):
+        raise ValueError(f"{bind.origin}: cannot bind {text!r} into the container: apptainer "
+                         "--bind needs an absolute path without ':', ',' or '^' and not "
+                         "ending in '\\' (rename it, or bind a parent in the profile)")
 
 
 def container_env_names(profile: Profile, job_env: Iterable[str] = ()) -> tuple[str, ...]:

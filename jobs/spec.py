@@ -33,7 +33,7 @@ class Resources:
     (long option name without dashes -> value, e.g. {"account": "lab", "qos": "normal"}).
 
     gpus, cpus and mem are per node. `processes_per_node` > 1 or `nodes` > 1 make a
-    distributed job (jobs.kinds Kind.distributed): torchrun starts that many processes on each
+    distributed job (kindspec Kind.distributed): torchrun starts that many processes on each
     node, world size nodes * processes_per_node. jobs.resources resolves its default (gpus
     for a distributed kind with GPUs, else 1), so a loaded spec always holds the real count.
 

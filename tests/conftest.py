@@ -97,7 +97,7 @@ FAKE_PYTHON = '''\
 Reads the task's params from CFG. Behaviour comes from the file named by the `input` param,
 one directive per line: `fail CODE`, `fail-seeds S1 S2 ... CODE`, `sleep SECONDS`,
 `alloc MIB` (hold that many MiB, written so that they are resident, until the end).
-On success writes every output of the kind (jobs.kinds) into the task's out dir (one line
+On success writes every output of the kind (kindspec.registry) into the task's out dir (one line
 naming job and task, so directives do not leak downstream); always writes `fake.json` with
 the SLURM_* environment, params and times it saw.
 """

@@ -6,6 +6,7 @@ Regenerate the golden files after an intended template change with
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.render import render_script
+from jobs.render import render_script, sbatch_log_path
 from jobs.runtime import BASE_CONTAINER_ENV
 from jobs.spec import JobSpec, Profile, Resources, Task
 
@@ -95,7 +96,19 @@ CASES: dict[str, tuple[JobSpec, Profile, Path, Path]] = {
         job("odd.name-1"),
         Profile(name="odd", python="/opt/my env/bin/python3", env=HOSTILE_ENV,
                 modules=("tool with space",)),
-        Path("/scratch/runs/$USER-1/odd.name-1"), Path("/home/o'brien/my lyrics $HOME"),
+        Path("/scratch/my runs/ñ 100% #1 'q' \"dq\" $USER a\\b/odd.name-1"),
+        Path("/home/o'brien/my lyrics $HOME"),
+    ),
+    "apptainer_input_binds": (
+        JobSpec(name="train", kind="train-rnn", profile="cluster", needs=(),
+                resources=Resources(cpus=4, mem="8G", time="04:00:00"),
+                tasks=(Task(0, {"data": "/scratch/lab/corpus ñ 100% #1.txt",
+                                "valid_data": "/data/es/valid.txt"}),
+                       Task(1, {"data": "/home/ana/my lyrics/runs/old/clean/out/train.txt",
+                                "valid_data": "/home/ana/my lyrics/runs/r1/clean/out/v.txt"})),
+                array=True),
+        dataclasses.replace(CLUSTER, binds=("/data:/data:ro",), cache_dir=None),
+        Path("/home/ana/my lyrics/runs/r1/train"), Path("/home/ana/lyricgen 'ñ' 100%"),
     ),
 }
 
@@ -155,9 +168,25 @@ def test_sbatch_header_and_no_params_in_script() -> None:
     assert not any(line.startswith("#SBATCH --array") for line in header)
     grid = render_case("matrix_array_throttle")
     assert "#SBATCH --array=0-5%2\n" in grid
-    assert "#SBATCH --output=/srv/lyricgen/runs/20240101-000000-ab12/grid/logs/slurm-%A_%a.out" \
-        in grid
     assert "seed" not in text and "seed" not in grid
+    for name in CASES:  # paths reach sbatch on its command line only (sbatch_log_path)
+        header = [line for line in render_case(name).splitlines() if line.startswith("#SBATCH")]
+        assert not [line for line in header if "/" in line], name
+
+
+@pytest.mark.parametrize(("job_dir", "array", "expected"), [
+    ("/srv/runs/r1/clean", False, "/srv/runs/r1/clean/logs/slurm-%j.out"),
+    ("/srv/my runs/ñ 100% #1 'q' \"dq\" $HOME/%j", True,
+     "/srv/my runs/ñ 100%% #1 'q' \"dq\" $HOME/%%j/logs/slurm-%A_%a.out"),
+])
+def test_sbatch_log_path_escapes_slurm_patterns(job_dir: str, array: bool,
+                                                expected: str) -> None:
+    assert sbatch_log_path(Path(job_dir), array) == expected
+
+
+def test_sbatch_log_path_refuses_a_backslash() -> None:
+    with pytest.raises(ValueError, match="holds a backslash"):
+        sbatch_log_path(Path("/srv/a\\b/clean"), False)
 
 
 def test_token_forwarded_by_name_never_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,11 +196,19 @@ def test_token_forwarded_by_name_never_by_value(monkeypatch: pytest.MonkeyPatch)
     assert "GENIUS_ACCESS_TOKEN" in text and 'export "APPTAINERENV_${name}=${!name}"' in text
 
 
-@pytest.mark.parametrize("job_dir", ["/srv/my runs/r1/clean", "/srv/runs/100%/clean",
-                                     "/srv/runs/it's/clean", "relative/runs/clean"])
-def test_unsafe_job_dir_is_rejected(job_dir: str) -> None:
-    with pytest.raises(ValueError, match="job directory|must be absolute"):
-        render_script(job(), Profile(name="p"), job_dir=Path(job_dir), project_dir=Path("/srv"))
+@pytest.mark.parametrize(("job_dir", "project_dir", "message"), [
+    ("relative/runs/clean", "/srv", "job_dir must be absolute"),
+    ("/srv/runs/clean", "srv", "project_dir must be absolute"),
+    ("/srv/runs/a\nb/clean", "/srv", "job_dir '/srv/runs/a\\\\nb/clean' holds a line break"),
+    ("/srv/runs/clean", "/srv/my\nlyrics", "project_dir .* holds a line break"),
+    ("/srv/runs/\udcff/clean", "/srv", "not valid UTF-8"),
+])
+def test_unusable_paths_are_rejected_in_one_line(job_dir: str, project_dir: str,
+                                                 message: str) -> None:
+    with pytest.raises(ValueError, match=message) as raised:
+        render_script(job(), Profile(name="p"), job_dir=Path(job_dir),
+                      project_dir=Path(project_dir))
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize(("spec", "profile", "message"), [
@@ -432,8 +469,7 @@ exec "$@"
 
 
 def test_multi_node_apptainer_forwards_each_nodes_own_gpus(project: dict[str, Path],
-                                                           launchers: Path,
-                                                           tmp_path: Path) -> None:
+                                                           launchers: Path) -> None:
     """srun copies the batch node's APPTAINERENV_CUDA_VISIBLE_DEVICES to every node; the
     per-node shim replaces it with the node's own CUDA_VISIBLE_DEVICES."""
     (launchers / "srun").write_text(FAKE_NODE_SRUN, encoding="utf-8")
@@ -444,10 +480,8 @@ def test_multi_node_apptainer_forwards_each_nodes_own_gpus(project: dict[str, Pa
     profile = Profile(name="c", executor="slurm", runtime="apptainer", image="/images/l.sif")
     script = project["job_dir"] / "job.sh"
     script.parent.mkdir(parents=True)
-    bindable = tmp_path / "proj"  # apptainer cannot bind the fixture's hostile project name
-    bindable.mkdir()
     script.write_text(render_script(spec, profile, job_dir=project["job_dir"],
-                                    project_dir=bindable), encoding="utf-8")
+                                    project_dir=project["project"]), encoding="utf-8")
     env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}", SLURM_JOB_ID="42",
                      SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="node[07-08]",
                      CUDA_VISIBLE_DEVICES="0,1")

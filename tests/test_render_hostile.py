@@ -5,7 +5,9 @@ rendered (jobs.render.render_script) under two profiles loaded from YAML whose s
 hostile as profile validation allows (quotes, backticks, `;`, `&&`, `{{ }}`, `{% %}`,
 spaces, `$(...)` in the interpreter path). Then:
 
-* no param string appears in any script (params travel only through config.json);
+* no param string appears in any script (params travel only through config.json), except
+  the paths an apptainer script binds: a hostile but bindable model path there is one quoted
+  argv word per --bind;
 * shellcheck passes on every script;
 * every script really runs with bash (fake `python`, `apptainer` and `module` commands record
   what they receive): the command line and the exported environment arrive exactly as
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,6 +35,8 @@ from jobs.runtime import lyricgen_argv
 from jobs.spec import JobSpec, Pipeline, Profile
 
 MARK = "jobctl-param-"
+# A model path apptainer can bind (no ':' ',' '^'), hostile to a shell and to Jinja.
+BINDABLE = "/models/$(touch pwned-bind) `touch pwned-bind` it's \"q\" ñ 100% #1 {{ 7*7 }}"
 TOKEN = "s3cr3t-token-value"
 RECORDER = """#!{python}
 import json, os, sys
@@ -66,7 +71,7 @@ def hostile_pipeline(tmp_path: Path) -> Pipeline:
          "params": {"input": "{{ needs.raw.outputs.songs }}", "marker": texts[-1],
                     "outputs": f"{MARK}dir/{texts[1]}"}},
         {"name": "grid", "kind": "generate-grid", "params": {
-            "model": f"/models/{texts[2]}", "prompts": texts[3:]}},
+            "model": BINDABLE, "prompts": texts[2:]}},
     ]}
     path = tmp_path / "hostile.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, default_style='"'),
@@ -87,7 +92,7 @@ def hostile_profiles(tmp_path: Path) -> dict[str, Profile]:
     host = {**common, "runtime": "host", "python": str(python)}
     apptainer = {**common, "runtime": "apptainer", "executor": "slurm",
                  "image": "/images/it's a \"sif\" `x` {{ 7*7 }}; rm -rf.sif",
-                 "binds": ["/data/my corpus's `x` {{y}}:/data:ro"],
+                 "binds": ["/data/my corpus's `x` {{y}}:/data:ro", str(tmp_path)],
                  "env_passthrough": ["GENIUS_ACCESS_TOKEN"], "modules": ["cuda/12.1", "tool+x"],
                  "gpu_gres": "gpu:titanrtx", "cache_dir": f"{tmp_path}/hf'cache`x`{{z}}"}
     profiles = {}
@@ -111,7 +116,7 @@ def param_strings(job: JobSpec) -> list[str]:
 @pytest.fixture
 def rendered(tmp_path: Path) -> list[tuple[JobSpec, Profile, Path, Path, str]]:
     """(job, profile, job dir, project dir, script) for every job under both profiles."""
-    project = tmp_path / "proj'it`s`$HOME{{7*7}}"  # apptainer binds allow no spaces
+    project = tmp_path / "proj 'it`s` $HOME {{7*7}} ñ 100% #1"
     project.mkdir()
     pipeline = hostile_pipeline(tmp_path)
     out = []
@@ -129,6 +134,11 @@ def test_no_param_string_appears_in_any_script(rendered, tmp_path: Path) -> None
         assert sum(MARK in text for text in param_strings(job)) >= 2, job.name  # has teeth
         assert MARK not in script and "pwned-param" not in script, (job.name, profile.name)
         assert TOKEN not in script
+        bound = [line.strip() for line in script.splitlines() if "pwned-bind" in line]
+        if job.name == "grid" and profile.runtime == "apptainer":
+            assert bound == [shlex.quote(f"{BINDABLE}:{BINDABLE}:ro")]
+        else:
+            assert bound == [], (job.name, profile.name)
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None,

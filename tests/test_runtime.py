@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,8 +49,8 @@ def test_apptainer_gpu_command_line() -> None:
     profile = apptainer(binds=("/data:/data:ro",), cache_dir="/scratch/hf")
     assert runtime_argv(make_job(gpus=2), profile, PROJECT, JOB_DIR) == [
         "apptainer", "exec", "--nv", "--cleanenv", "--pwd", "/srv/lyricgen",
-        "--bind", "/srv/lyricgen:/srv/lyricgen", "--bind", "/scratch/hf:/scratch/hf",
-        "--bind", "/data:/data:ro", "/images/lyricgen.sif", "python3",
+        "--bind", "/data:/data:ro", "--bind", "/srv/lyricgen:/srv/lyricgen:rw",
+        "--bind", "/scratch/hf:/scratch/hf:rw", "/images/lyricgen.sif", "python3",
     ]
 
 
@@ -58,16 +61,119 @@ def test_apptainer_cpu_job_has_no_nv() -> None:
 
 
 def test_binds_cover_run_dir_outside_project_and_drop_duplicates() -> None:
-    profile = apptainer(binds=("/data", "/data", "/srv/lyricgen:/srv/lyricgen"),
+    profile = apptainer(binds=("/data", "/data", "/srv/lyricgen:/srv/lyricgen", "/x:/y:ro",
+                               "/x:/y:ro"),
                         cache_dir="/srv/lyricgen/.cache")
-    binds = container_binds(profile, PROJECT, Path("/scratch/runs/r1/train"))
-    assert binds == ["/srv/lyricgen:/srv/lyricgen", "/scratch/runs/r1:/scratch/runs/r1", "/data"]
+    binds = container_binds(make_job(), profile, PROJECT, Path("/scratch/runs/r1/train"))
+    assert binds == ["/data:/data:rw", "/srv/lyricgen:/srv/lyricgen:rw",
+                     "/scratch/runs/r1:/scratch/runs/r1:rw", "/x:/y:ro"]
 
 
-@pytest.mark.parametrize("project", ["/srv/a:b", "/srv/a,b", "/srv/a b", "relative/dir"])
+def param_job(kind: str, *tasks: dict[str, object]) -> JobSpec:
+    return JobSpec(name="j", kind=kind, profile="p", needs=(), resources=Resources(),
+                   tasks=tuple(Task(i, params) for i, params in enumerate(tasks)),
+                   array=len(tasks) > 1)
+
+
+def test_input_paths_are_bound_read_only_and_written_dirs_read_write() -> None:
+    """The issue's cluster case: data under /scratch, outside every bound dir, is bound;
+    inputs inside the project or run dir need no bind of their own."""
+    job = param_job("train-rnn", {"data": "/scratch/corpus ñ 100% #1.txt",
+                                  "valid_data": "/srv/lyricgen/runs/r1/clean/out/valid.txt"})
+    assert container_binds(job, apptainer(), PROJECT, JOB_DIR) == [
+        "/srv/lyricgen:/srv/lyricgen:rw",
+        "/scratch/corpus ñ 100% #1.txt:/scratch/corpus ñ 100% #1.txt:ro"]
+    clean = param_job("clean", {"input": "/data/in.jsonl", "outputs": "/export/clean"})
+    assert container_binds(clean, apptainer(), PROJECT, JOB_DIR) == [
+        "/srv/lyricgen:/srv/lyricgen:rw", "/export/clean:/export/clean:rw",
+        "/data/in.jsonl:/data/in.jsonl:ro"]
+
+
+def test_nested_binds_are_deduped_and_parents_mount_first() -> None:
+    """Every task's paths count; a path inside a bound one is dropped unless it needs more
+    access than the outer bind gives (a run dir inside a read-only input tree)."""
+    job = param_job("train-rnn",
+                    {"data": "/corpora/es/a.txt", "valid_data": "/corpora/es/b.txt"},
+                    {"data": "/corpora/es", "valid_data": "/corpora/es/a.txt"},
+                    {"data": "/corpora/es/sub/c.txt", "valid_data": None})
+    assert container_binds(job, apptainer(binds=("/corpora:/corpora:ro",)), PROJECT,
+                           Path("/corpora/es/runs/r1/j")) == [
+        "/corpora:/corpora:ro", "/srv/lyricgen:/srv/lyricgen:rw",
+        "/corpora/es/runs/r1:/corpora/es/runs/r1:rw"]
+    assert container_binds(job, apptainer(), PROJECT, JOB_DIR) == [
+        "/srv/lyricgen:/srv/lyricgen:rw", "/corpora/es:/corpora/es:ro"]
+
+
+@pytest.mark.parametrize("project", ["/srv/a:b", "/srv/a,b", "/srv/a^b", "/srv/a\\",
+                                     "relative/dir"])
 def test_unbindable_paths_are_rejected(project: str) -> None:
-    with pytest.raises(ValueError, match="cannot bind"):
+    with pytest.raises(ValueError, match="project dir: cannot bind"):
         runtime_argv(make_job(), apptainer(), Path(project), Path("/scratch/r1/train"))
+
+
+def test_an_unbindable_input_is_named_unless_a_bind_covers_it() -> None:
+    job = param_job("train-rnn", {"data": "/scratch/a:b/corpus.txt"})
+    with pytest.raises(ValueError, match=r"^params.data: cannot bind '/scratch/a:b/corpus"):
+        container_binds(job, apptainer(), PROJECT, JOB_DIR)
+    assert container_binds(job, apptainer(binds=("/scratch",)), PROJECT, JOB_DIR) == [
+        "/scratch:/scratch:rw", "/srv/lyricgen:/srv/lyricgen:rw"]
+
+
+def host_image(root: Path) -> Path:
+    """A directory apptainer can exec: the host's bash with its libraries, at their paths,
+    and the mount points apptainer needs."""
+    for mount in ("dev", "proc", "sys", "tmp", "var/tmp", "etc", "root", "home"):
+        (root / mount).mkdir(parents=True)
+    bash = Path(shutil.which("bash") or "/bin/bash")
+    ldd = subprocess.run(["ldd", str(bash)], capture_output=True, text=True, check=True)
+    for path in [bash, *map(Path, re.findall(r"(/\S+) \(0x", ldd.stdout))]:
+        target = root / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    return root
+
+
+@pytest.mark.skipif(shutil.which("apptainer") is None, reason="apptainer not installed")
+def test_real_apptainer_takes_the_binds_and_refuses_what_runtime_refuses(tmp_path: Path) -> None:
+    """The argv of runtime_argv under apptainer itself (--contain: /tmp and $HOME are not
+    mounted, so the binds alone make the paths reachable): hostile names bind, the input is
+    read-only, the run dir writable; each character _BIND_UNSAFE refuses breaks apptainer."""
+    name = "ñ 100% #1 'q' \"dq\" $HOME a\\b"
+    project, data = tmp_path / f"my lyrics {name}", tmp_path / f"scratch {name}" / "c.txt"
+    job_dir = tmp_path / f"runs {name}" / "r1" / "train"
+    for folder in (project, data.parent, job_dir):
+        folder.mkdir(parents=True)
+    data.write_text("hola\n", encoding="utf-8")
+    image = host_image(tmp_path / "image")
+    job = param_job("train-rnn", {"data": str(data)})
+    argv = runtime_argv(job, apptainer(), project, job_dir)
+    argv[argv.index("exec") + 1:argv.index("exec") + 1] = ["--contain"]
+    argv[-2:] = [str(image), shutil.which("bash") or "/bin/bash", "-c",
+                 'pwd; read -r l <"$1"; echo "$l"; : >"$2/ok"; : 2>/dev/null >>"$1" || echo ro',
+                 "sh",
+                 str(data), str(job_dir)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(project), "hola", "ro"]
+    assert (job_dir / "ok").is_file()
+    for bad in ("a:b", "a,b", "a^b", "a\\"):
+        folder = tmp_path / bad
+        folder.mkdir()
+        (folder / "c.txt").write_text("hola\n", encoding="utf-8")
+        with pytest.raises(ValueError, match="cannot bind"):
+            container_binds(param_job("train-rnn", {"data": str(folder)}), apptainer(),
+                            project, job_dir)
+        naive = subprocess.run(["apptainer", "exec", "--contain", "--bind",
+                                f"{folder}:{folder}:ro", str(image), "/bin/bash", "-c",
+                                'read -r l <"$1"; echo "$l"', "sh", str(folder / "c.txt")],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert naive.returncode != 0 and naive.stdout != "hola\n", bad
+
+
+def test_spaces_quotes_and_non_ascii_bind_verbatim() -> None:
+    project = Path("/home/o'brien/my \"lyrics\" ñ 100% #1 $HOME a\\b")
+    binds = container_binds(make_job(), apptainer(), project, project / "runs/r1/j")
+    assert binds == [f"{project}:{project}:rw"]
 
 
 def test_apptainer_needs_an_image_and_runtime_must_be_known() -> None:

@@ -170,9 +170,11 @@ def test_submit_chains_dependencies_and_records_ids(run: Run,
                                                     fake_slurm: dict[str, Path]) -> None:
     assert SlurmExecutor().submit(run, full_selection(run.read()))
     calls = fake_slurm["log"].read_text().splitlines()
-    assert calls[0] == f"--parsable --kill-on-invalid-dep=yes {run.dir}/a/job.sh"
-    assert calls[1] == (f"--parsable --kill-on-invalid-dep=yes --dependency=afterok:41 "
-                        f"{run.dir}/grid/job.sh")
+    log, grid_log = f"{run.dir}/a/logs/slurm-%j.out", f"{run.dir}/grid/logs/slurm-%A_%a.out"
+    assert calls[0] == (f"--parsable --kill-on-invalid-dep=yes --output={log} --error={log} "
+                        f"{run.dir}/a/job.sh")
+    assert calls[1] == (f"--parsable --kill-on-invalid-dep=yes --output={grid_log} "
+                        f"--error={grid_log} --dependency=afterok:41 {run.dir}/grid/job.sh")
     assert "--dependency=afterok:42 " in calls[2]
     record = run.read()
     assert [record["jobs"][n]["submissions"][0]["job_id"] for n in ("a", "grid", "b")] == \
@@ -192,7 +194,7 @@ def test_failed_sbatch_cancels_what_this_call_queued(run: Run,
 
 def test_resubmission_of_some_array_tasks_uses_array_option(run: Run) -> None:
     job = run.read()["jobs"]["grid"]
-    assert SlurmExecutor.sbatch_argv(job, [0, 2], ["7"])[3:5] == [
+    assert SlurmExecutor.sbatch_argv(job, [0, 2], ["7"])[5:7] == [
         "--dependency=afterok:7", "--array=0,2%2"]
     assert not any(a.startswith("--array") for a in SlurmExecutor.sbatch_argv(job, [0, 1, 2],
                                                                               []))

@@ -281,12 +281,17 @@ def test_cache_index_is_verified_and_rebuilt(tmp_path: Path, fake_profile: Path)
     assert index.lookup(key) is None
 
 
-def test_render_failure_writes_nothing(tmp_path: Path, fake_profile: Path) -> None:
+@pytest.mark.parametrize(("runs_dir", "executor", "message"), [
+    ("bad\ndir", "local", "holds a line break"),
+    ("bad\\dir", "slurm", "holds a backslash, which SLURM cannot take in a log path"),
+])
+def test_render_failure_writes_nothing(tmp_path: Path, fake_profile: Path, runs_dir: str,
+                                       executor: str, message: str) -> None:
     manifest = write_pipeline(tmp_path)
     pipeline, profiles = load(str(manifest), str(fake_profile))
-    with pytest.raises(InputError, match="jobs.first"):
-        plan.create_run(pipeline, profiles, tmp_path / "bad dir", executor="local")
-    assert not (tmp_path / "bad dir").exists()
+    with pytest.raises(InputError, match=f"jobs.first: .*{message}"):
+        plan.create_run(pipeline, profiles, tmp_path / runs_dir, executor=executor)
+    assert not (tmp_path / runs_dir).exists()
 
 
 def test_jobs_package_never_imports_torch() -> None:

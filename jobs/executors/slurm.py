@@ -1,7 +1,8 @@
 """Submit job.sh files with sbatch and read job states back without accounting (no sacct).
 
-Submission: `sbatch --parsable --kill-on-invalid-dep=yes [--dependency=afterok:ID[:ID...]]
-[--array=LIST] JOB_DIR/job.sh` from the project dir. Only needs submitted in the same call
+Submission: `sbatch --parsable --kill-on-invalid-dep=yes --output=LOG --error=LOG
+[--dependency=afterok:ID[:ID...]] [--array=LIST] JOB_DIR/job.sh` from the project dir (LOG:
+jobs.render.sbatch_log_path, one argv word each). Only needs submitted in the same call
 become dependencies (cached or already completed needs add none: SLURM treats an unknown id
 as satisfied, so a stale id would be wrong anyway). `--array` is given only for a subset of an
 array's tasks (resubmission of failed indices); otherwise the script's #SBATCH --array holds,
@@ -62,6 +63,7 @@ from jobs.executors import (
     with_requeues,
 )
 from jobs.plan import PROJECT_DIR
+from jobs.render import sbatch_log_path
 from jobs.state import Run
 
 COMMAND_TIMEOUT = 60
@@ -238,7 +240,14 @@ class SlurmExecutor(Executor):
 
     @staticmethod
     def sbatch_argv(job: Mapping[str, Any], tasks: Sequence[int], deps: Sequence[str]) -> list[str]:
-        argv = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes"]
+        """The sbatch command for a job's `tasks` (module docstring). The log path is one argv
+        word per option, never shell- or #SBATCH-parsed (jobs.render.sbatch_log_path)."""
+        try:
+            log = sbatch_log_path(Path(job["job_dir"]), job["array"])
+        except ValueError as exc:  # jobs.plan refuses such a run dir before creating it
+            raise UsageError(str(exc)) from exc
+        argv = ["sbatch", "--parsable", "--kill-on-invalid-dep=yes", f"--output={log}",
+                f"--error={log}"]
         if deps:
             argv.append("--dependency=afterok:" + ":".join(deps))
         if job["array"] and sorted(tasks) != list(range(job["tasks"])):

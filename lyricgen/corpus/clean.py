@@ -10,7 +10,7 @@ Cleaning (lyricgen.corpus.textnorm) then drops, in this order: songs left empty,
 fewer than `min_lines` non-blank lines, exact duplicates of an earlier song's cleaned text, and
 songs whose artist and title (both known) repeat an earlier song's, case-insensitively.
 
-Outputs in ctx.out_dir (names fixed by jobs/kinds.py CLEAN.outputs): corpus.txt, train.txt,
+Outputs in ctx.out_dir (names fixed by kindspec/registry.py CLEAN.outputs): corpus.txt, train.txt,
 valid.txt, test.txt (marker format), train/valid/test_lyrics.jsonl ("text" + known metadata),
 stats.csv, stats.json, hist_words.png, hist_lines.png, cleaning_report.json, metrics.json.
 Bad input raises LyricgenInputError with one line naming the file (and line for JSONL).

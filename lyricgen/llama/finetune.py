@@ -1,6 +1,6 @@
 """finetune-llama kind: LoRA / QLoRA fine-tuning of a LOCAL LLaMA-family model on songs.
 
-Inputs: params (see lyricgen/llama/params.py, mirrored by jobs/kinds.py FINETUNE_LLAMA); data
+Inputs: params (lyricgen/llama/params.py, the schema in kindspec/registry.py); data
 from the clean step's train_lyrics.jsonl / valid_lyrics.jsonl (lyricgen/llama/data.py).
 Outputs in out/: adapter/ (LoRA weights, adapter_config.json, tokenizer, training_config.json
 with resolved params, precision and versions), merged/ when merge: true (full weights merged

@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=lyricgen-finetune
-#SBATCH --output=/scratch/lab/runs/20240101-000000-ab12/finetune/logs/slurm-%j.out
-#SBATCH --error=/scratch/lab/runs/20240101-000000-ab12/finetune/logs/slurm-%j.out
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=128G
 #SBATCH --time=24:00:00
@@ -16,8 +14,9 @@
 #SBATCH --signal=B:USR1@300
 #
 # jobctl script for job finetune (kind finetune-llama, 1 task(s)),
-# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
-# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -170,11 +169,11 @@ cmd=(
   --pwd
   /home/ana/lyricgen
   --bind
-  /home/ana/lyricgen:/home/ana/lyricgen
+  /home/ana/lyricgen:/home/ana/lyricgen:rw
   --bind
-  /scratch/lab/runs/20240101-000000-ab12:/scratch/lab/runs/20240101-000000-ab12
+  /scratch/lab/hf-cache:/scratch/lab/hf-cache:rw
   --bind
-  /scratch/lab/hf-cache:/scratch/lab/hf-cache
+  /scratch/lab/runs/20240101-000000-ab12:/scratch/lab/runs/20240101-000000-ab12:rw
   --bind
   /data/corpora:/data:ro
   /shared/images/lyricgen.sif

@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=lyricgen-finetune
-#SBATCH --output=/srv/lyricgen/runs/20240101-000000-ab12/finetune/logs/slurm-%j.out
-#SBATCH --error=/srv/lyricgen/runs/20240101-000000-ab12/finetune/logs/slurm-%j.out
 #SBATCH --cpus-per-task=4
 #SBATCH --mem=8G
 #SBATCH --time=01:00:00
@@ -11,8 +9,9 @@
 #SBATCH --signal=B:USR1@300
 #
 # jobctl script for job finetune (kind finetune-llama, 1 task(s)),
-# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
-# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1

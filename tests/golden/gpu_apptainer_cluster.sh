@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=lyricgen-finetune
-#SBATCH --output=/scratch/lab/runs/20240101-000000-ab12/finetune/logs/slurm-%j.out
-#SBATCH --error=/scratch/lab/runs/20240101-000000-ab12/finetune/logs/slurm-%j.out
 #SBATCH --cpus-per-task=8
 #SBATCH --mem=64G
 #SBATCH --time=12:00:00
@@ -12,8 +10,9 @@
 #SBATCH --qos=high
 #
 # jobctl script for job finetune (kind clean, 1 task(s)),
-# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
-# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -100,11 +99,11 @@ cmd=(
   --pwd
   /home/ana/lyricgen
   --bind
-  /home/ana/lyricgen:/home/ana/lyricgen
+  /home/ana/lyricgen:/home/ana/lyricgen:rw
   --bind
-  /scratch/lab/runs/20240101-000000-ab12:/scratch/lab/runs/20240101-000000-ab12
+  /scratch/lab/hf-cache:/scratch/lab/hf-cache:rw
   --bind
-  /scratch/lab/hf-cache:/scratch/lab/hf-cache
+  /scratch/lab/runs/20240101-000000-ab12:/scratch/lab/runs/20240101-000000-ab12:rw
   --bind
   /data/corpora:/data:ro
   /shared/images/lyricgen.sif

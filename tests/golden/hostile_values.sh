@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=lyricgen-odd.name-1
-#SBATCH --output=/scratch/runs/$USER-1/odd.name-1/logs/slurm-%j.out
-#SBATCH --error=/scratch/runs/$USER-1/odd.name-1/logs/slurm-%j.out
 #SBATCH --cpus-per-task=1
 #SBATCH --mem=2G
 #SBATCH --time=00:30:00
 #SBATCH --nodes=1
 #
 # jobctl script for job odd.name-1 (kind clean, 1 task(s)),
-# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
-# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -23,7 +22,7 @@ module load 'tool with space'
 set -u
 
 # shellcheck disable=SC2016  # single-quoted on purpose: a literal value
-JOB_DIR='/scratch/runs/$USER-1/odd.name-1'
+JOB_DIR='/scratch/my runs/ñ 100% #1 '"'"'q'"'"' "dq" $USER a\b/odd.name-1'
 TASK=0
 
 STATUS_DIR="$JOB_DIR/status"
@@ -90,7 +89,7 @@ cmd=(
   lyricgen
   clean
   --config
-  '/scratch/runs/$USER-1/odd.name-1/config.json'
+  '/scratch/my runs/ñ 100% #1 '"'"'q'"'"' "dq" $USER a\b/odd.name-1/config.json'
 )
 # In the background so that the signal traps run while lyricgen works; `wait` returns its
 # exit status, and set -e hands a failure to the EXIT trap.

@@ -1,7 +1,5 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=lyricgen-grid
-#SBATCH --output=/srv/lyricgen/runs/20240101-000000-ab12/grid/logs/slurm-%A_%a.out
-#SBATCH --error=/srv/lyricgen/runs/20240101-000000-ab12/grid/logs/slurm-%A_%a.out
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=8G
 #SBATCH --time=02:00:00
@@ -10,8 +8,9 @@
 #SBATCH --array=0-5%2
 #
 # jobctl script for job grid (kind clean, 6 task(s)),
-# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
-# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 #SBATCH --job-name=lyricgen-clean
-#SBATCH --output=/srv/lyricgen/runs/20240101-000000-ab12/clean/logs/slurm-%j.out
-#SBATCH --error=/srv/lyricgen/runs/20240101-000000-ab12/clean/logs/slurm-%j.out
 #SBATCH --cpus-per-task=1
 #SBATCH --mem=2G
 #SBATCH --time=00:30:00
 #SBATCH --nodes=1
 #
 # jobctl script for job clean (kind clean, 1 task(s)),
-# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live only in
-# config.json. Status: $JOB_DIR/status/$TASK.json (format: jobs/render.py docstring).
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1

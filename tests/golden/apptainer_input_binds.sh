@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+#SBATCH --job-name=lyricgen-train
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=8G
+#SBATCH --time=04:00:00
+#SBATCH --nodes=1
+#SBATCH --partition=gpu
+#SBATCH --array=0-1
+#SBATCH --account=lab-nlp
+#SBATCH --qos=normal
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --signal=B:USR1@300
+#
+# jobctl script for job train (kind train-rnn, 2 task(s)),
+# rendered by jobs/render.py. Runs under sbatch or plain bash; parameters live in config.json
+# (apptainer binds name their paths). Status: $JOB_DIR/status/$TASK.json (format:
+# jobs/render.py docstring). Logs: sbatch --output/--error on jobctl's command line.
+set -euo pipefail
+
+export PYTHONUNBUFFERED=1
+export TOKENIZERS_PARALLELISM=false
+# Forwarded by name through apptainer --cleanenv, only when set.
+for name in CUDA_VISIBLE_DEVICES SLURM_JOB_ID SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID SLURM_CPUS_PER_TASK PYTHONUNBUFFERED TOKENIZERS_PARALLELISM GENIUS_ACCESS_TOKEN HF_TOKEN; do
+  if [[ -n "${!name+set}" ]]; then
+    export "APPTAINERENV_${name}=${!name}"
+  fi
+done
+set +u  # module scripts often read unset variables
+module load apptainer/1.3
+module load cuda/12.4
+set -u
+
+JOB_DIR='/home/ana/my lyrics/runs/r1/train'
+TASK="${SLURM_ARRAY_TASK_ID:-0}"
+if [[ ! "$TASK" =~ ^[0-9]+$ ]]; then
+  echo "job.sh: SLURM_ARRAY_TASK_ID must be a task number, got '$TASK'" >&2
+  exit 2
+fi
+
+STATUS_DIR="$JOB_DIR/status"
+mkdir -p "$STATUS_DIR"
+printf -v STARTED '%(%s)T' -1
+CHILD=""
+FINAL=0
+
+json_int() {  # the argument if it is a non-negative integer, else null
+  if [[ "$1" =~ ^[0-9]+$ ]]; then printf '%s' "$1"; else printf 'null'; fi
+}
+
+json_text() {  # the argument as a JSON string of safe characters only (others dropped), or null
+  local text="${1//$'\n'/ }"
+  text="${text//[^A-Za-z0-9 ._:,;()=+-]/}"
+  if [[ -n "$text" ]]; then printf '"%s"' "$text"; else printf 'null'; fi
+}
+
+# write_status STATE EXIT_CODE SIGNAL [REASON]: atomically replace status/$TASK.json
+write_status() {
+  local host=null signal=null finished=null tmp="$STATUS_DIR/.$TASK.json.$$"
+  if [[ "${HOSTNAME:-}" =~ ^[A-Za-z0-9._-]+$ ]]; then host="\"$HOSTNAME\""; fi
+  if [[ -n "$3" ]]; then signal="\"$3\""; fi
+  if [[ "$1" != RUNNING ]]; then printf -v finished '%(%s)T' -1; fi
+  printf '{"schema": 2, "task": %s, "state": "%s", "exit_code": %s, "signal": %s, "reason": %s, "requeues": %s, "host": %s, "slurm_job_id": %s, "slurm_array_job_id": %s, "pid": %s, "started": %s, "finished": %s}\n' \
+    "$TASK" "$1" "$(json_int "$2")" "$signal" "$(json_text "${4:-}")" \
+    "$(json_int "${SLURM_RESTART_COUNT:-0}")" "$host" "$(json_int "${SLURM_JOB_ID:-}")" \
+    "$(json_int "${SLURM_ARRAY_JOB_ID:-}")" "$$" "$STARTED" "$finished" >"$tmp"
+  mv -f "$tmp" "$STATUS_DIR/$TASK.json"
+}
+
+on_exit() {
+  local code=$?
+  if (( FINAL == 0 )); then
+    if (( code == EX_PREEMPTED )); then
+      preempted "$code" "" "lyricgen stopped on a signal and saved a checkpoint"
+    fi
+    if (( code == 0 )); then write_status COMPLETED 0 ""; else write_status FAILED "$code" ""; fi
+  fi
+}
+
+on_signal() {  # SIGNAL_NAME: stop lyricgen, record CANCELLED, exit 128+N
+  local code
+  trap '' TERM INT USR1
+  code=$((128 + $(kill -l "$1")))
+  if [[ -n "$CHILD" ]]; then
+    kill -TERM "$CHILD" 2>/dev/null || true
+    wait "$CHILD" || true
+  fi
+  write_status CANCELLED "$code" "$1"
+  FINAL=1
+  exit "$code"
+}
+
+# Preemption (kind train-rnn checkpoints): lyricgen saves a checkpoint and exits 75 on
+# SIGUSR1; the job then requeues itself and resumes from that checkpoint.
+EX_PREEMPTED=75
+
+# preempted EXIT_CODE SIGNAL WHY: under SLURM `scontrol requeue` this job (status REQUEUED),
+# else record PREEMPTED; exit EXIT_CODE. Signals are ignored from here on: SLURM sends
+# SIGTERM to the whole job as soon as it accepts the requeue.
+preempted() {
+  local said
+  trap '' TERM INT USR1
+  FINAL=1
+  if [[ "${SLURM_JOB_ID:-}" =~ ^[0-9]+$ ]]; then
+    if said=$(scontrol requeue "$SLURM_JOB_ID" 2>&1); then
+      write_status REQUEUED "$1" "$2" "$3; requeued (scontrol requeue)"
+    else
+      write_status PREEMPTED "$1" "$2" "$3; scontrol requeue failed: $said; jobctl resubmit --failed resumes it"
+    fi
+  else
+    write_status PREEMPTED "$1" "$2" "$3; not under SLURM, so not requeued: jobctl resubmit --failed resumes it"
+  fi
+  exit "$1"
+}
+
+on_warning() {  # SIGUSR1: forward it to lyricgen, wait for its checkpoint, then requeue
+  local code=0
+  trap '' USR1
+  if [[ -z "$CHILD" ]]; then
+    preempted "$EX_PREEMPTED" USR1 "SIGUSR1 before lyricgen started"
+  fi
+  kill -USR1 "$CHILD" 2>/dev/null || true
+  wait "$CHILD" || code=$?
+  case "$code" in
+    0 | 2) exit "$code" ;;  # finished in time, or bad input (a rerun fails the same way)
+    "$EX_PREEMPTED") preempted "$code" USR1 "stopped by SIGUSR1, checkpoint saved" ;;
+    *) preempted "$code" USR1 "stopped by SIGUSR1 (exit code $code), resumes from its newest checkpoint" ;;
+  esac
+}
+
+trap on_exit EXIT
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
+trap on_warning USR1
+write_status RUNNING "" ""
+
+cd '/home/ana/lyricgen '"'"'ñ'"'"' 100%'
+cmd=(
+  apptainer
+  exec
+  --cleanenv
+  --pwd
+  '/home/ana/lyricgen '"'"'ñ'"'"' 100%'
+  --bind
+  /data:/data:ro
+  --bind
+  '/home/ana/lyricgen '"'"'ñ'"'"' 100%:/home/ana/lyricgen '"'"'ñ'"'"' 100%:rw'
+  --bind
+  '/scratch/lab/corpus ñ 100% #1.txt:/scratch/lab/corpus ñ 100% #1.txt:ro'
+  --bind
+  '/home/ana/my lyrics/runs/r1:/home/ana/my lyrics/runs/r1:rw'
+  --bind
+  '/home/ana/my lyrics/runs/old/clean/out/train.txt:/home/ana/my lyrics/runs/old/clean/out/train.txt:ro'
+  /shared/images/lyricgen.sif
+  python3
+  -m
+  lyricgen
+  train-rnn
+  --config
+  '/home/ana/my lyrics/runs/r1/train/config.json'
+)
+# In the background so that the signal traps run while lyricgen works; `wait` returns its
+# exit status, and set -e hands a failure to the EXIT trap.
+"${cmd[@]}" --task "$TASK" &
+CHILD=$!
+wait "$CHILD"
