@@ -353,6 +353,15 @@ def test_grid_with_a_tiny_llama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert grid["model"]["kind"] == "llama"
     assert all(isinstance(c["text"], str) for c in grid["cells"])
     assert (tmp_path / "out" / "report.html").is_file()
+    verse = _params(model, temperatures=[0.8], samples=1, max_tokens=40, scheme="AA bb",
+                    syllables=6, candidates=3, prompts=["Bajo la luna", ""])
+    summary = grid_mod.run(verse, RunContext(kind="generate-grid", out_dir=tmp_path / "verse"))
+    grid = json.loads((tmp_path / "verse" / "grid.json").read_text("utf-8"))
+    assert summary["cells"] == 2 and grid["modes"] == ["verse"]
+    forced = summary["verse_lines_forced"]
+    for cell in grid["cells"]:  # a random tiny LLaMA, yet every finished line scans
+        assert cell["verse"]["counts"]["text_lines"] == 4, cell["text"]
+        assert cell["verse"]["counts"]["on_meter"] >= 4 - forced
 
 
 @pytest.mark.parametrize("manifest", ["generate-grid.yaml", "demo.yaml"])

@@ -32,6 +32,7 @@ class LlamaGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
+        self._lines: LlamaLines | None = None
 
     @classmethod
     def from_path(cls, path: str | Path, device: str = "auto", *, base: str | Path | None = None,
@@ -108,8 +109,10 @@ class LlamaGenerator:
         return self._decode(produced, len(prompts), eos)
 
     def line_model(self) -> LlamaLines:
-        """This generator as lyricgen.verse.compose's LineModel."""
-        return LlamaLines(self)
+        """This generator as lyricgen.verse.compose's LineModel (one per generator)."""
+        if self._lines is None:
+            self._lines = LlamaLines(self)
+        return self._lines
 
     def _decode(self, produced: list[torch.Tensor], rows: int, eos: int) -> list[str]:
         if not produced:
