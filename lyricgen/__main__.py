@@ -17,6 +17,7 @@ from lyricgen.context import load_config, write_provenance
 from lyricgen.errors import LyricgenInputError
 from lyricgen.kinds import ENTRY_POINTS, load_runner
 from lyricgen.preempt import Preempted
+from lyricgen.threads import apply_threads
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,9 +38,12 @@ def _make_kind_command(kind: str) -> click.Command:
         if config_kind != kind:
             raise LyricgenInputError(f"{config_path}: kind: is {config_kind!r}, not {kind!r}")
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        threads, reason = apply_threads()  # before the kind's module imports torch
+        click.echo(f"lyricgen: {kind}: threads {reason}", err=True)
         extra = load_runner(kind)(params, ctx)
         if os.environ.get("RANK", "0") == "0":  # torchrun/srun: only rank 0 writes
-            write_provenance(ctx, params, extra if isinstance(extra, dict) else None)
+            record = {"threads": {"threads": threads, "reason": reason}}
+            write_provenance(ctx, params, {**record, **(extra if isinstance(extra, dict) else {})})
 
     return command
 
@@ -79,18 +83,7 @@ def evaluate_command(checkpoint: Path, data: Path, as_json: bool, device: str) -
     click.echo(format_report(evaluate_checkpoint(checkpoint, data, device), as_json))
 
 
-def _match_threads_to_allocation() -> None:
-    """Use as many intra-op threads as SLURM gave the task (torch reads OMP_NUM_THREADS at
-    import). Without this, torch takes every core of a shared node. An explicit
-    OMP_NUM_THREADS wins."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = cpus
-        os.environ.setdefault("MKL_NUM_THREADS", cpus)
-
-
 def main(argv: list[str] | None = None) -> None:
-    _match_threads_to_allocation()
     try:
         cli.main(args=argv, prog_name="lyricgen", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lyricgen import dist
+from lyricgen import dist, threads
 from lyricgen.errors import LyricgenInputError
 from lyricgen.evaluate import EvalResult, eval_result, score_ids
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
@@ -487,7 +486,9 @@ class Trainer:
             "windows_per_epoch": self.batches.n_windows,
             "vocab_size": len(self.vocab), "parameters": count_parameters(self.model),
             "device": str(self.device), "precision": self.precision,
-            "threads": torch.get_num_threads(), "world_size": self.dist.world_size,
+            "threads": torch.get_num_threads(),
+            "threads_reason": threads.applied().get("reason", "set by the caller"),
+            "world_size": self.dist.world_size,
             "params": self.config.to_dict(),
         }
         atomic_write_json(self.out_dir / "metrics.json", metrics)
@@ -531,20 +532,10 @@ def _cat_hidden(parts: list[Any]) -> Any:
     return torch.cat(parts, dim=1)
 
 
-def _configure_threads() -> None:
-    """Use the CPUs SLURM gave the job (torch would otherwise take every core of the node):
-    OMP_NUM_THREADS when set (jobs.runtime sets cpus / processes for several processes per
-    node), else SLURM_CPUS_PER_TASK."""
-    cpus = os.environ.get("OMP_NUM_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if cpus.isdigit() and int(cpus) > 0:
-        torch.set_num_threads(int(cpus))
-
-
 def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Kind entry point: train, write outputs into ctx.out_dir, return a provenance summary.
     Raises Preempted (exit 75) after saving last.pt when a stop signal ended training."""
     config = TrainConfig.from_params(params)
-    _configure_threads()
     trainer = Trainer(config, ctx.out_dir)
     try:
         metrics = trainer.fit().metrics
