@@ -34,6 +34,7 @@ from filelock import FileLock
 from jobs.kinds import KINDS
 from jobs.spec import OUTPUT_REF, JobSpec
 from jobs.state import atomic_write_json, list_runs, read_json
+from jobs.taskstatus import read_task_status
 
 CODE_DIRS = ("jobs", "lyricgen", "templates")
 _CHUNK = 1 << 20
@@ -57,11 +58,8 @@ class CacheEntry:
         """Every task's status file says COMPLETED and the out dir still exists."""
         if not Path(self.out_dir).is_dir():
             return False
-        for task in range(self.tasks):
-            status = read_json(Path(self.job_dir) / "status" / f"{task}.json")
-            if not isinstance(status, dict) or status.get("state") != "COMPLETED":
-                return False
-        return True
+        return all((read_task_status(Path(self.job_dir), task) or {}).get("state") == "COMPLETED"
+                   for task in range(self.tasks))
 
 
 def _hash_file(digest: Any, path: Path) -> None:

@@ -52,7 +52,8 @@ from jobs.rerun import (
     record_resubmission,
 )
 from jobs.spec import Pipeline, Profile
-from jobs.state import RUN_ID, Run, archive_task_status, find_run, resolve_runs_dir
+from jobs.state import RUN_ID, Run, find_run, resolve_runs_dir
+from jobs.taskstatus import archive_task_status
 from jobs.validate import did_you_mean
 
 DEFAULT_PYTHON = Profile.__dataclass_fields__["python"].default

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from jobs import cache
+from jobs import PROJECT_DIR, cache
 from jobs.errors import InputError
 from jobs.kinds import KINDS
 from jobs.manifest import bind_outputs
@@ -24,7 +24,6 @@ from jobs.spec import JobSpec, Pipeline, Profile, Resources, Source, Task
 from jobs.state import RUN_SCHEMA, Run, atomic_write_bytes, atomic_write_json, claim_run_dir
 
 CONFIG_SCHEMA = 1
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 VERSIONED_PACKAGES = ("lyricgen", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
                       "tokenizers", "lyricsgenius", "click", "PyYAML", "Jinja2", "filelock")
 

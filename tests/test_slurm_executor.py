@@ -26,7 +26,8 @@ from jobs.executors.slurm import (
     parse_sbatch_id,
     slurm_task_state,
 )
-from jobs.state import Run, write_task_status
+from jobs.state import Run
+from jobs.taskstatus import write_task_status
 
 SCONTROL_LINE = (
     "JobId=3 JobName=lyricgen-b UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=1 "

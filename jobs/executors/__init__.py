@@ -13,8 +13,9 @@ Both share this interface:
 
 `collect_status` adds what neither executor knows alone: skipped (cached) jobs, dependents of
 failed jobs that never ran (CANCELLED, "dependency failed", never PENDING forever), who
-cancelled a task when `jobctl cancel` did (run.json `cancellations`), one state and one
-summary reason per job, and it indexes newly completed jobs in the cache.
+cancelled a task when `jobctl cancel` did (run.json `cancellations`), and one state and one
+summary reason per job. It only reads (`jobctl status` writes nothing): the local executor
+indexes the jobs it completed in the cache, and the cache finds SLURM's by scanning runs.
 
 Reasons (TaskState.reason, one short phrase; `status --json` also gives `signal`):
 "exit code N", "exit code 137 (SIGKILL)" when a child died of a signal (128+N), "signal 9
@@ -35,7 +36,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jobs.cache import CacheIndex
 from jobs.errors import UsageError
 from jobs.state import Run
 
@@ -235,7 +235,6 @@ def collect_status(run: Run) -> list[JobState]:
     """Every job of the run with its tasks' states, in run order (see module docstring)."""
     record = run.read()
     raw = get_executor(record["executor"]).task_states(run, record)
-    index = CacheIndex(run.dir.parent)
     result: dict[str, JobState] = {}
     for name in record["order"]:
         job = record["jobs"][name]
@@ -248,8 +247,6 @@ def collect_status(run: Run) -> list[JobState]:
             tasks = [_after_failed_needs(_who_cancelled(t, job, canceller), failed_needs)
                      for t in raw[name]]
         state = job_state(tasks)
-        if state == COMPLETED:
-            index.remember(record["run_id"], name, job)
         result[name] = JobState(name=name, kind=job["kind"], state=state, tasks=tuple(tasks),
                                 skipped=job["skipped"], cached_from=job["cached_from"],
                                 job_dir=job["job_dir"], out_dir=job["out_dir"],

@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jobs import PROJECT_DIR
 from jobs.errors import UsageError
 from jobs.executors import (
     ACTIVE,
@@ -61,8 +62,8 @@ from jobs.executors import (
     task_log_path,
     with_requeues,
 )
-from jobs.plan import PROJECT_DIR
 from jobs.state import Run
+from jobs.taskstatus import job_task_status
 
 COMMAND_TIMEOUT = 60
 STALE_SECONDS = 300
@@ -255,12 +256,12 @@ class SlurmExecutor(Executor):
             if job["skipped"]:
                 continue
             latest = latest_submissions(job)
-            states[name] = [self._task_state(run, record, name, task, latest.get(task),
+            states[name] = [self._task_state(record, name, task, latest.get(task),
                                              (live, done)) for task in range(job["tasks"])]
         return states
 
     @staticmethod
-    def _task_state(run: Run, record: Mapping[str, Any], name: str, task: int,
+    def _task_state(record: Mapping[str, Any], name: str, task: int,
                     submission: Mapping[str, Any] | None,
                     sources: tuple[SlurmRecords, SlurmRecords]) -> TaskState:
         if submission is None:
@@ -268,7 +269,7 @@ class SlurmExecutor(Executor):
         job = record["jobs"][name]
         sub_id = submission["job_id"]
         job_id = f"{sub_id}_{task}" if job["array"] else sub_id
-        status = run.task_status(record, name, task)
+        status = job_task_status(job, task)
         slurm = None
         for by_task, by_job in sources:
             found = by_task.get((sub_id, task)) or by_job.get(sub_id)
