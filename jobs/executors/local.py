@@ -134,21 +134,24 @@ class LocalExecutor(Executor):
         return TaskState(task, state, code, reason, job_id)
 
     def cancel(self, run: Run, record: Mapping[str, Any], jobs: Sequence[str]) -> list[str]:
-        """SIGTERM running job.sh processes of `jobs` (on this host) and mark waiting tasks
-        CANCELLED, which the runner honours before starting them."""
-        done = []
+        """Mark waiting tasks of `jobs` CANCELLED, which the runner honours before starting
+        them, then SIGTERM their running job.sh processes (on this host). In that order: a
+        runner that sees a running task fail marks its waiting dependents "dependency
+        failed" unless they are already CANCELLED."""
         states = self.task_states(run, record)
+        waiting = [(name, s.task) for name in jobs for s in states.get(name, [])
+                   if s.state == PENDING]
+        for name, task in waiting:
+            write_task_status(Path(record["jobs"][name]["job_dir"]), task, CANCELLED,
+                              "cancelled by jobctl")
+        done = []
         for name in jobs:
-            job_dir = Path(record["jobs"][name]["job_dir"])
             for state in states.get(name, []):
                 status = job_task_status(record["jobs"][name], state.task) or {}
                 if state.state == RUNNING and process_alive(status.get("pid")):
                     os.kill(status["pid"], signal.SIGTERM)
                     done.append(f"{name}:{state.task} (pid {status['pid']})")
-                elif state.state == PENDING:
-                    write_task_status(job_dir, state.task, CANCELLED, "cancelled by jobctl")
-                    done.append(f"{name}:{state.task}")
-        return done
+        return done + [f"{name}:{task}" for name, task in waiting]
 
 
 class _Scheduler:
