@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from jobs.claims import claim_keys
 from jobs.doctor import doctor_command
 from jobs.errors import InputError, JobFailure, UsageError
 from jobs.executors import (
@@ -458,9 +459,12 @@ def resubmit(run: str | None, failed: bool, mem: tuple[str, ...], time_limit: tu
         return
     overrides = parse_overrides({"mem": mem, "time": time_limit},
                                 {s.name: s.kind for s in states if s.name in selection})
+    refresh_cache_keys(found, list(selection))
+    record = found.read()
+    claim_keys(found.dir.parent, found.id,
+               {name: record["jobs"][name]["cache_key"] for name in selection})
     changes = apply_overrides(found, overrides)
     record_resubmission(found, selection, changes)
-    refresh_cache_keys(found, list(selection))
     record = found.read()
     for name, tasks in selection.items():
         for task in tasks:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from jobs import PROJECT_DIR, cache
-from jobs.errors import InputError
+from jobs.claims import claim_keys
+from jobs.errors import InputError, UsageError
 from jobs.kinds import KINDS
 from jobs.manifest import bind_outputs
 from jobs.render import render_script
@@ -71,7 +72,9 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
     `pipeline` is as loaded (references unbound); `profiles` maps each job's profile name to
     its Profile. A checkpointing job that an earlier run left failed resumes from a copy of
     its out dir (jobs.resume; not in a dry run). With `force`, no job is skipped or resumed.
-    Raises InputError for a job that cannot be rendered, before anything is written.
+    Raises InputError for a job that cannot be rendered, before anything is written, and
+    UsageError when another live run computes one of the jobs (jobs.claims; not checked in a
+    dry run), leaving no run dir.
 
     run.json: schema, run_id, created, executor, dry_run, manifest {path, text}, profiles,
     git_commit, code_version, versions, order (job names, needs first) and jobs {name: {kind,
@@ -106,6 +109,13 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
 
     # The run dir is created only after rendering, exclusively (concurrent submits).
     run_dir, (bound, scripts, out_dir_of) = claim_run_dir(runs_dir, prepare)
+    if not dry_run:
+        try:
+            claim_keys(runs_dir, run_dir.name,
+                       {job.name: keys[job.name] for job in pipeline.jobs if job.name not in hits})
+        except UsageError:
+            run_dir.rmdir()  # still empty
+            raise
     for profile in profiles.values():  # apptainer refuses to bind a missing directory
         if profile.cache_dir and not dry_run:
             Path(profile.cache_dir).mkdir(parents=True, exist_ok=True)
