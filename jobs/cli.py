@@ -254,6 +254,8 @@ def _print_submissions(record: dict[str, Any], selection: dict[str, list[int]]) 
         tasks = submission["tasks"]
         array = f" tasks {compress_indices(tasks)}" if record["jobs"][name]["array"] else ""
         click.echo(f"  {name:<16} submitted as {submission['job_id']}{array}{after}")
+        if submission.get("note"):
+            click.echo(f"jobctl: warning: {name}: {submission['note']}", err=True)
 
 
 @cli.command("run")
@@ -341,7 +343,8 @@ def status(run: str | None, as_json: bool, runs_dir: str | None) -> None:
 def _log_path(record: dict[str, Any], name: str, task: int) -> Path:
     path = task_log_path(record["jobs"][name], task)
     if path is None:
-        raise UsageError(f"{name}:{task} was never submitted, so it has no log")
+        raise UsageError(f"{name}:{task} has no log: it was never submitted, or sbatch gave "
+                         "no job id (see jobctl status)")
     return path
 
 

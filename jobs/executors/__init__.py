@@ -201,7 +201,7 @@ def _is_zombie(pid: int) -> bool:
 
 def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
     """The log of the task's latest submission (logs/local-N.out, slurm-ID.out or
-    slurm-ARRAYID_N.out), None when it was never submitted."""
+    slurm-ARRAYID_N.out), None when it was never submitted or its SLURM id is unknown."""
     submission = latest_submissions(job).get(task)
     if submission is None or not job.get("job_dir"):
         return None
@@ -209,6 +209,8 @@ def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
     if submission["executor"] == "local":
         return logs / f"local-{task}.out"
     job_id = submission["job_id"]
+    if job_id is None:
+        return None
     return logs / (f"slurm-{job_id}_{task}.out" if job["array"] else f"slurm-{job_id}.out")
 
 
