@@ -223,12 +223,13 @@ def test_registry_defaults_match_train_config():
 
 
 def test_cpu_precision_follows_native_bf16(monkeypatch):
+    from lyricgen import precision
     from lyricgen.rnn import train
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert train.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert train.resolve_precision("auto", cpu) == "fp32"
     assert train.resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(LyricgenInputError, match="fp16 needs a CUDA device"):

@@ -60,6 +60,7 @@ from lyricgen.errors import LyricgenInputError
 from lyricgen.evaluate import EvalResult, eval_result, score_ids
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.plots import save_curves
+from lyricgen.precision import compute_dtype, short_name
 from lyricgen.preempt import Preempted, StopSignals
 from lyricgen.rnn.checkpoint import (
     BEST,
@@ -84,7 +85,6 @@ from lyricgen.rnn.model import (
 from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.vocab import Vocab
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PREEMPTED = "preempted"
 _SIGNAL_CODES = (None, "USR1", "TERM")  # StopSignals.received, ordered for a max-reduce
 CLOCK_SYNC_STEPS = 8
@@ -116,22 +116,11 @@ class TrainResult:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA devices that support it, fp16 on older CUDA; on CPU bf16 where
-    the cores compute it natively (AVX512-BF16 or AMX: oneDNN's LSTM then runs ~1.5x faster
-    at batch 16), else fp32 (emulated bf16 is slower than fp32)."""
-    if name != "auto":
-        if name == "fp16" and device.type != "cuda":
-            raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
-        return name
-    if device.type != "cuda":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    """"fp32", "bf16" or "fp16" for the `precision` param on `device` (auto: the policy of
+    lyricgen.precision, bf16 on CPUs that compute it natively); fp16 needs CUDA."""
+    if name == "fp16" and device.type != "cuda":
+        raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
+    return short_name(compute_dtype(name, device.type, cpu_auto_bf16=True))
 
 
 class Trainer:
@@ -344,7 +333,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.device.type, dtype=compute_dtype(
+            self.precision, self.device.type, cpu_auto_bf16=True))
 
     def _train_step(self, forward: torch.nn.Module, inputs: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:
