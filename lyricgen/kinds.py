@@ -15,7 +15,7 @@ ENTRY_POINTS: dict[str, str] = {
     "clean": "lyricgen.corpus.clean",
     "train-rnn": "lyricgen.rnn.train",
     "generate-grid": "lyricgen.grid",
-    "report": "lyricgen.report",
+    "report": "lyricgen.grid_report",
     "finetune-llama": "lyricgen.llama.finetune",
 }
 

@@ -1,4 +1,4 @@
-"""The HTML report of a generation grid, its metrics-vs-temperature PNG, and the `report` kind.
+"""The HTML report of a generation grid and its metrics-vs-temperature PNG.
 
 `write_report(out_dir, grid)` writes `metrics_by_temperature.png` and a self-contained
 `report.html` (the PNG embedded as base64): parameters, per-temperature means, and the whole
@@ -6,9 +6,8 @@ grid side by side (rows: prompts, columns: temperatures, samples stacked) with e
 metrics. Generated text is untrusted: the template is rendered with autoescape ON for every
 name (select_autoescape would leave a `.j2` template unescaped) and StrictUndefined.
 
-The `report` kind (params: `grid`, a generate-grid out dir or grid.json) merges the shard
-grids of an array job (`out/<i>/grid.json`) into one grid.json + cells/ + report in its own out
-dir; for a single-task grid it rebuilds the same files.
+The `report` kind, which merges a sharded grid and calls `write_report`, is
+lyricgen/grid_report.py (so that this module, which lyricgen.grid uses, needs nothing of it).
 """
 
 from __future__ import annotations
@@ -23,10 +22,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
-from lyricgen.context import RunContext
-from lyricgen.errors import LyricgenInputError
-from lyricgen.grid import load_grids, merge_grids, write_grid
-from lyricgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lyricgen.io import atomic_write_bytes, atomic_write_text
 
 PLOT_NAME = "metrics_by_temperature.png"
 REPORT_NAME = "report.html"
@@ -103,20 +99,3 @@ def write_report(out_dir: Path, grid: dict[str, Any]) -> Path:
     png = plot_metrics(grid)
     atomic_write_bytes(out_dir / PLOT_NAME, png)
     return atomic_write_text(out_dir / REPORT_NAME, render_html(grid, png))
-
-
-def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """The `report` kind: merge a generate-grid job's grid(s) and write the report."""
-    unknown = sorted(set(params) - {"grid"})
-    if unknown:
-        raise LyricgenInputError(f"params: {unknown[0]}: unknown key (known: grid)")
-    if not isinstance(params.get("grid"), str) or not params["grid"]:
-        raise LyricgenInputError("params: grid: missing (a generate-grid out dir)")
-    source = Path(params["grid"])
-    grids = load_grids(source)
-    grid = merge_grids(grids, source)
-    write_grid(ctx.out_dir, grid)
-    write_report(ctx.out_dir, grid)
-    summary = {"shards": len(grids), "cells": len(grid["cells"])}
-    atomic_write_json(ctx.out_dir / "metrics.json", {**summary, **grid["aggregates"]})
-    return summary
