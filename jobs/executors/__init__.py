@@ -46,11 +46,10 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 SKIPPED = "SKIPPED"
 UNKNOWN = "UNKNOWN"
-# job.sh's own states for a preempted task of a kind that checkpoints (jobs/render.py): it
-# saved a checkpoint and was requeued by `scontrol requeue` (SLURM then shows it PENDING),
-# or it could not be requeued (local executor): `jobctl resubmit --failed` resumes it.
+# job.sh's own state for a preempted task of a kind that checkpoints (jobs/render.py): it
+# saved a checkpoint but could not be requeued (local executor): `jobctl resubmit --failed`
+# resumes it. One that requeued itself records REQUEUED, and SLURM shows it PENDING.
 PREEMPTED = "PREEMPTED"
-REQUEUED = "REQUEUED"
 ACTIVE = frozenset({PENDING, RUNNING})
 # SLURM end states other than COMPLETED keep their own names (TIMEOUT says more than FAILED).
 FAILURES = frozenset({FAILED, CANCELLED, "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
