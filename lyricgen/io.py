@@ -5,7 +5,8 @@ fsync the directory. Every file lyricgen writes goes through here (directories t
 A reader never sees a half-written file, and a crash leaves either the old or the new content.
 A write that fails (disk full, quota, I/O error: any OSError) raises LyricgenWriteError, one
 line naming the file (exit 1 from `python -m lyricgen`), after removing its temp file: the
-file keeps its previous content.
+file keeps its previous content. A failed append (`append_jsonl`, metrics.csv rows) raises it
+too; there the last line may be torn (read_jsonl(..., repair=True) drops it).
 """
 
 from __future__ import annotations
@@ -31,10 +32,18 @@ _FILE_MODE = 0o666 & ~_read_umask()  # read once at import: os.umask is process-
 
 
 def write_error(path: Path, exc: OSError) -> LyricgenWriteError:
-    """The one-line error for a failed write of `path`."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return LyricgenWriteError(f"{path}: cannot write ({reason}); nothing partial was left and "
-                              "its previous version, if any, is intact")
+    """The one-line error for a failed atomic write of `path`."""
+    return LyricgenWriteError(f"{path}: cannot write ({_reason(exc)}); nothing partial was "
+                              "left and its previous version, if any, is intact")
+
+
+def append_error(path: Path, exc: OSError) -> LyricgenWriteError:
+    """The one-line error for a failed append to `path` (its last line may be torn)."""
+    return LyricgenWriteError(f"{path}: cannot append ({_reason(exc)})")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
@@ -138,10 +147,13 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     A crash can leave at most a partial LAST line; `read_jsonl(..., repair=True)` drops it.
     """
     line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise append_error(Path(path), exc) from exc
 
 
 def read_jsonl(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:

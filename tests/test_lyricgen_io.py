@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lyricgen.errors import LyricgenWriteError
-from lyricgen.io import atomic_write_bytes, keep_previous, publish_dir
+from lyricgen.io import append_jsonl, atomic_write_bytes, keep_previous, publish_dir
+from lyricgen.rnn.metrics import MetricsCsv
 
 
 def failing(monkeypatch: pytest.MonkeyPatch, name: str, error: int) -> None:
@@ -59,3 +60,14 @@ def test_publish_dir_keeps_the_old_directory_when_the_new_one_cannot_be_synced(
         publish_dir(tmp, final)
     assert (final / "weights").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_a_failed_append_is_one_line_naming_the_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    append_jsonl(tmp_path / "songs.jsonl", {"id": 1})
+    failing(monkeypatch, "fsync", errno.ENOSPC)
+    with pytest.raises(LyricgenWriteError, match=r"songs.jsonl: cannot append \(No space"):
+        append_jsonl(tmp_path / "songs.jsonl", {"id": 2})
+    (tmp_path / "metrics.csv").mkdir()  # opening it to append fails (EISDIR)
+    with pytest.raises(LyricgenWriteError, match=r"metrics.csv: cannot append \(Is a dir"):
+        MetricsCsv(tmp_path / "metrics.csv").append(step=1)
