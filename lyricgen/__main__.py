@@ -1,7 +1,8 @@
 """`python -m lyricgen KIND --config config.json [--task N]`, plus utility subcommands.
 
-Exit codes: 0 success, 1 failure, 2 bad input (one line on stderr, no traceback), 75 stopped
-by SIGUSR1/SIGTERM after saving a checkpoint (lyricgen.preempt; run it again to resume).
+Exit codes: 0 success, 1 failure (an output that could not be written, e.g. a full disk: one
+line naming the file), 2 bad input (one line on stderr, no traceback), 75 stopped by
+SIGUSR1/SIGTERM after saving a checkpoint (lyricgen.preempt; run it again to resume).
 The task index defaults to $SLURM_ARRAY_TASK_ID, then 0.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import click
 
 from lyricgen.context import load_config, write_provenance
-from lyricgen.errors import LyricgenInputError
+from lyricgen.errors import LyricgenInputError, LyricgenWriteError
 from lyricgen.kinds import ENTRY_POINTS, load_runner
 from lyricgen.preempt import Preempted
 from lyricgen.threads import apply_threads
@@ -94,9 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("lyricgen: interrupted", err=True)
         sys.exit(130)
-    except LyricgenInputError as exc:
+    except (LyricgenInputError, LyricgenWriteError) as exc:
         click.echo(f"lyricgen: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except Preempted as exc:
         click.echo(f"lyricgen: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -126,6 +126,28 @@ def test_resume_reproduces_the_uninterrupted_losses(trained, tiny, data, tmp_pat
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(trained, tiny, data, tmp_path):
+    """A torn newest checkpoint (step 8) is set aside with one warning line; the run resumes
+    from step 4 and ends with the uninterrupted run's losses."""
+    out, _ = trained
+    job = tmp_path / "torn"
+    shutil.copytree(out / "checkpoints", job / "out" / "checkpoints")
+    adapter = job / "out" / "checkpoints" / "step-00000008" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    config = write_config(job, params_for(tiny, data, merge=False))
+    result = run_cli("-m", "lyricgen", "finetune-llama", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines()
+                if line.startswith("finetune-llama: warning")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"finetune-llama: warning: {adapter.parent}: checkpoint does not load ")
+    assert "(step 4)" in result.stderr
+    assert [r["loss"] for r in history(job / "out")] == [r["loss"] for r in history(out)]
+    names = sorted(p.name for p in (job / "out" / "checkpoints").iterdir())
+    assert names[:2] == ["step-00000004", "step-00000008"] and len(names) == 3
+    assert names[2].startswith("step-00000008.bad-")
+
+
 def test_resume_with_other_training_params_is_refused(trained, tiny, data, tmp_path, capsys):
     out, _ = trained
     job = tmp_path / "changed"

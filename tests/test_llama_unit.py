@@ -3,13 +3,17 @@ dir checks. Fast: no model is trained here (tests/test_llama_e2e.py runs the rea
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from lyricgen.errors import LyricgenInputError
+from lyricgen.errors import LyricgenInputError, LyricgenWriteError
+from lyricgen.llama import checkpoint
 from lyricgen.llama.data import (
     IGNORE_INDEX,
     Schedule,
@@ -171,3 +175,34 @@ def test_model_dir_checks(tmp_path):
         check_model_dir(tmp_path)
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     assert check_model_dir(tmp_path) == tmp_path
+
+
+class _Adapter:
+    """Stands in for a PeftModel: save_pretrained writes an adapter file."""
+
+    def save_pretrained(self, directory: str) -> None:
+        (Path(directory) / checkpoint.ADAPTER_FILE).write_bytes(b"weights")
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_older_ones(tmp_path, monkeypatch,
+                                                                         error):
+    root = tmp_path / "checkpoints"
+    for step in (1, 2):
+        checkpoint.save(root, step, _Adapter(), {"history": []}, keep=1)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # the disk reports the error when state.pt is synced
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".state.pt."):
+            raise OSError(error, os.strerror(error))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(LyricgenWriteError) as raised:
+        checkpoint.save(root, 3, _Adapter(), {"history": []}, keep=1)
+    assert str(raised.value) == (f"{root / 'step-00000003'}: cannot write checkpoint "
+                                 f"({os.strerror(error)}); nothing partial was left and the "
+                                 "older checkpoints are intact")
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000002"]
+    state = torch.load(root / "step-00000002" / "state.pt", weights_only=True)
+    assert state["step"] == 2  # keep=1 still keeps two: a fallback for a torn newest one

@@ -49,7 +49,7 @@ from kindspec.provenance import package_versions
 from lyricgen import dist
 from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
-from lyricgen.io import atomic_write_json, remove_stale_temp_files
+from lyricgen.io import atomic_write_json, publish_dir, remove_stale_temp_files
 from lyricgen.llama import checkpoint, metrics
 from lyricgen.llama.data import Examples, Schedule, build_examples, read_texts
 from lyricgen.llama.load import (
@@ -153,17 +153,18 @@ class FinetuneRun:
         return {"params": self.p.resume_key(), "world_size": self.info.world_size}
 
     def _resume(self) -> int:
-        """Load the newest checkpoint (if any); returns the number of steps already done.
-        Rank 0 first deletes what a killed run left half-written (temp files, checkpoint
-        temp dirs); complete files are never touched."""
+        """Load the newest checkpoint that loads (if any; one warning line per newer one that
+        does not); returns the number of steps already done. Rank 0 first deletes what a
+        killed run left half-written (temp files, checkpoint temp dirs); complete files are
+        never touched."""
         if self.info.is_main:
             remove_stale_temp_files(self.ctx.out_dir)
             checkpoint.remove_partial(self.ckpt_root)
         dist.barrier(self.info)
-        last = checkpoint.latest(self.ckpt_root)
-        if last is None:
+        found = checkpoint.load_newest(self.ckpt_root, self.model, main=self.info.is_main)
+        if found is None:
             return 0
-        state = checkpoint.load(last, self.model)
+        last, state = found
         if state["meta"] != self._meta():
             old, new = state["meta"], self._meta()
             diff = sorted(k for k in {**old["params"], **new["params"]}
@@ -315,4 +316,4 @@ class FinetuneRun:
             "params": self.p.as_dict(), "precision": self.precision.describe(),
             "world_size": self.info.world_size, "summary": summary,
             "versions": package_versions()})
-        return checkpoint.publish_dir(tmp, final)
+        return publish_dir(tmp, final)

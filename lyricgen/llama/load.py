@@ -1,7 +1,8 @@
 """Precision policy and offline loading of a local LLaMA-family model directory.
 
 Precision (decided explicitly from `torch.cuda.is_available()` and the params, never from what
-happens to import; `Precision.describe()` is the ONE line a step logs at start):
+happens to import; the dtype by lyricgen.precision, shared with train-rnn;
+`Precision.describe()` is the ONE line a step logs at start):
 - CUDA, load_in_4bit unset or true: QLoRA -- NF4 4-bit weights, double quantization, compute in
   bf16, or fp16 where the GPU has no bf16 (`torch.cuda.is_bf16_supported()` False: Turing, e.g.
   Titan RTX). CUDA with load_in_4bit false: plain LoRA on bf16 (fp16) weights.
@@ -31,11 +32,11 @@ import torch
 
 from kindspec.inputs import input_problem
 from lyricgen.errors import LyricgenInputError
+from lyricgen.precision import DTYPES, compute_dtype
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,10 @@ def resolve_precision(device: str, load_in_4bit: bool | None = None, dtype: str 
     where = resolve_device(device, local_rank)
     cuda = where.startswith("cuda")
     quantize = cuda if load_in_4bit is None else bool(load_in_4bit)
-    if dtype == "auto":
-        if cuda:
-            chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            chosen = torch.float32
-    elif dtype in DTYPES:
-        chosen = DTYPES[dtype]
-    else:
+    if dtype != "auto" and dtype not in DTYPES:
         raise LyricgenInputError(f"params: dtype: must be auto or one of {sorted(DTYPES)}, "
                                  f"got {dtype!r}")
+    chosen = compute_dtype(dtype, "cuda" if cuda else "cpu", cpu_auto_bf16=False)
     if quantize:
         require_bitsandbytes()
     return Precision(device=where, quantize_4bit=quantize, dtype=chosen)

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from lyricgen.errors import LyricgenInputError
-from lyricgen.llama.checkpoint import publish_dir
+from lyricgen.io import publish_dir
 from lyricgen.llama.load import DTYPES, Precision, check_model_dir, load_model
 
 

@@ -20,6 +20,8 @@ Resumption: a run started again in an out dir that holds checkpoint/last.pt cont
 it (model, optimizer, scaler, RNG, carried hidden state, position in the data) and produces
 the same per-step losses as an uninterrupted run. That identity holds for step-driven
 schedules; with `max_minutes` the learning rate follows the clock, so a resumed run differs.
+When last.pt does not load, one warning line says why and the run resumes from previous.pt,
+the checkpoint before it (lyricgen.checkpoints).
 Params other than max_steps, checkpoint_every, log_every and device must equal the
 checkpoint's, or the run refuses to start (one error line).
 
@@ -60,13 +62,15 @@ from lyricgen.evaluate import EvalResult, eval_result, score_ids
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.params import check_world_size
 from lyricgen.plots import save_curves
+from lyricgen.precision import compute_dtype, short_name
 from lyricgen.preempt import Preempted, StopSignals
 from lyricgen.rnn.checkpoint import (
     BEST,
     CHECKPOINT_DIR,
     FORMAT,
     LAST,
-    load_checkpoint,
+    PREVIOUS,
+    load_resume_point,
     save_checkpoint,
     write_sidecars,
 )
@@ -84,7 +88,6 @@ from lyricgen.rnn.model import (
 from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.vocab import Vocab
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PREEMPTED = "preempted"
 _SIGNAL_CODES = (None, "USR1", "TERM")  # StopSignals.received, ordered for a max-reduce
 CLOCK_SYNC_STEPS = 8
@@ -116,22 +119,11 @@ class TrainResult:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA devices that support it, fp16 on older CUDA; on CPU bf16 where
-    the cores compute it natively (AVX512-BF16 or AMX: oneDNN's LSTM then runs ~1.5x faster
-    at batch 16), else fp32 (emulated bf16 is slower than fp32)."""
-    if name != "auto":
-        if name == "fp16" and device.type != "cuda":
-            raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
-        return name
-    if device.type != "cuda":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    """"fp32", "bf16" or "fp16" for the `precision` param on `device` (auto: the policy of
+    lyricgen.precision, bf16 on CPUs that compute it natively); fp16 needs CUDA."""
+    if name == "fp16" and device.type != "cuda":
+        raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
+    return short_name(compute_dtype(name, device.type, cpu_auto_bf16=True))
 
 
 class Trainer:
@@ -143,6 +135,7 @@ class Trainer:
         self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
         self.progress_bar = progress_bar
         self.stop_signal: str | None = None  # "USR1" or "TERM" once fit stopped on one
+        self.resume_path: Path | None = None  # the checkpoint this run resumed from
         self.clock_start = time.monotonic()
         self.now = 0.0  # the elapsed seconds all processes agreed on at the current step
         self.agreed_at: int | None = None  # the step of the last agreement (several processes)
@@ -185,7 +178,7 @@ class Trainer:
         if resume:
             self._restore(resume)
             if self.is_main:
-                print(f"train-rnn: resuming from {self.ckpt_dir / LAST} at step "
+                print(f"train-rnn: resuming from {self.resume_path} at step "
                       f"{self.state.step} (epoch {self.state.epoch}, window "
                       f"{self.state.window})", file=sys.stderr)
         if self.is_main:
@@ -197,13 +190,13 @@ class Trainer:
 
     def _load_resume_point(self) -> dict[str, Any] | None:
         if self.is_main:
-            for stale in self.ckpt_dir.glob(".*.tmp"):  # a kill during a save leaves these
-                stale.unlink(missing_ok=True)
+            remove_stale_temp_files(self.ckpt_dir)  # a kill during a save leaves these
             remove_stale_temp_files(self.out_dir)  # metrics.json / .csv / curves.png temps
-        path = self.ckpt_dir / LAST
-        if not path.is_file():
+        found = load_resume_point(self.ckpt_dir, main=self.is_main)
+        if found is None:
             return None
-        payload = load_checkpoint(path)
+        path, payload = found
+        self.resume_path = path
         old, new = payload["params"], self.config.to_dict()
         for key in sorted(set(old) | set(new)):
             if key not in RESUME_FREE and old.get(key) != new.get(key):
@@ -297,7 +290,8 @@ class Trainer:
         if not self.is_main:
             return
         for name in names:
-            save_checkpoint(payload, self.ckpt_dir / name)
+            save_checkpoint(payload, self.ckpt_dir / name,
+                            previous=self.ckpt_dir / PREVIOUS if name == LAST else None)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -341,7 +335,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.device.type, dtype=compute_dtype(
+            self.precision, self.device.type, cpu_auto_bf16=True))
 
     def _train_step(self, forward: torch.nn.Module, inputs: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:
@@ -381,25 +376,27 @@ class Trainer:
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         forward = self._data_parallel(self.model)
-        with StopSignals() as stop:
-            while (reason := self._stop_reason(stop)) is None:
-                pending.append(self._train_step(forward, *self.batches.window(state.window)))
-                bar.update()
-                epoch_done = state.window == self.batches.n_windows
-                if epoch_done:
-                    state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
-                    self.batches.set_epoch(state.epoch)
-                if state.step % config.log_every == 0 or epoch_done:
-                    self._log_interval(pending, interval, result, bar)
-                if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
-                    self._validate_and_save()
-                    interval = _Interval(time.monotonic(), state.tokens_seen)
-                elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                    self._save(LAST)
-        del forward
-        if pending:
-            self._log_interval(pending, interval, result, bar)
-        bar.close()
+        try:  # a failed checkpoint write ends the bar's line before the error
+            with StopSignals() as stop:
+                while (reason := self._stop_reason(stop)) is None:
+                    pending.append(self._train_step(forward, *self.batches.window(state.window)))
+                    bar.update()
+                    epoch_done = state.window == self.batches.n_windows
+                    if epoch_done:
+                        state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
+                        self.batches.set_epoch(state.epoch)
+                    if state.step % config.log_every == 0 or epoch_done:
+                        self._log_interval(pending, interval, result, bar)
+                    if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
+                        self._validate_and_save()
+                        interval = _Interval(time.monotonic(), state.tokens_seen)
+                    elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                        self._save(LAST)
+            del forward
+            if pending:
+                self._log_interval(pending, interval, result, bar)
+        finally:
+            bar.close()
         state.stop_reason = reason
         if reason not in ("max_steps", PREEMPTED) and state.last_val_step != state.step:
             self._validate_and_save()
