@@ -40,7 +40,7 @@ def _make_kind_command(kind: str) -> click.Command:
             raise LyricgenInputError(f"{config_path}: kind: is {config_kind!r}, not {kind!r}")
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         threads, reason = apply_threads()  # before the kind's module imports torch
-        click.echo(f"lyricgen: {kind}: threads {reason}", err=True)
+        click.echo(f"lyricgen: {kind}: threads {reason}")  # stdout: errors keep stderr
         extra = load_runner(kind)(params, ctx)
         if os.environ.get("RANK", "0") == "0":  # torchrun/srun: only rank 0 writes
             record = {"threads": {"threads": threads, "reason": reason}}
