@@ -65,6 +65,25 @@ def merge_command(base: Path | None, adapter: Path, out_dir: Path, dtype: str) -
     click.echo(merge_adapter(adapter, out_dir, base, dtype=dtype))
 
 
+@cli.command(name="import-model")
+@click.option("--gguf", "gguf_path", required=True, type=click.Path(path_type=Path),
+              help="GGUF file of a Llama-family model (general.architecture llama)")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="new model directory (must not exist, or be empty)")
+@click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16"]),
+              help="dtype of the saved (dequantised) weights")
+def import_model_command(gguf_path: Path, out_dir: Path, dtype: str) -> None:
+    """Import a GGUF (llama.cpp / Ollama export) as a local model directory."""
+    import time
+
+    from lyricgen.llama.import_gguf import import_gguf, output_bytes
+
+    started = time.perf_counter()
+    out = import_gguf(gguf_path, out_dir, dtype=dtype)
+    click.echo(f"{out}: {output_bytes(out) / 1e6:.0f} MB, imported in "
+               f"{time.perf_counter() - started:.0f} s")
+
+
 @cli.command(name="evaluate")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
               help="train-rnn out dir, its checkpoint/ dir or a .pt file")

@@ -23,7 +23,7 @@ from lyricgen.io import atomic_write_json
 
 CONFIG_SCHEMA = 1
 TRACKED_PACKAGES = ("lyricgen", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                    "tokenizers", "lyricsgenius", "numpy", "pandas")
+                    "tokenizers", "safetensors", "gguf", "lyricsgenius", "numpy", "pandas")
 
 
 @dataclass

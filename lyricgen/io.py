@@ -5,6 +5,7 @@ A reader never sees a half-written file, and a crash leaves either the old or th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -47,6 +48,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, default=str)
     return atomic_write_text(path, text + "\n")
+
+
+def share_files(root: str | Path) -> None:
+    """Give every file under `root` the mode an ordinary write would (0666 minus the umask):
+    libraries that write through temp files (safetensors) leave 0600, unreadable to the group
+    sharing a run directory."""
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            os.chmod(path, _FILE_MODE)
+
+
+def sha256_file(path: str | Path, progress: bool = False) -> str:
+    """Hex sha256 of a file, read in 8 MiB chunks (a tqdm bar on stderr with progress=True)."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle, tqdm(total=os.path.getsize(path), unit="B",
+                                          unit_scale=True, desc="sha256",
+                                          disable=not progress) as bar:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lyricgen.io import atomic_write_bytes
+from lyricgen.io import atomic_write_bytes, share_files
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -91,7 +91,8 @@ def load(path: Path, model: Any) -> dict[str, Any]:
 def publish_dir(tmp: Path, final: Path) -> Path:
     """Move a fully written directory `tmp` to `final`, replacing an older one: readers see the
     old or the new directory, except for the instant between the two renames (the old one is
-    kept as `.NAME.old` until the new one is in place)."""
+    kept as `.NAME.old` until the new one is in place). Files get the usual shared mode."""
+    share_files(tmp)
     _fsync_tree(tmp)
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
