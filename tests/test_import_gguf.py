@@ -111,6 +111,15 @@ def test_a_file_that_is_not_gguf_is_refused_by_its_magic(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_truncated_gguf_is_a_one_line_error(gguf_files, tmp_path, capsys):
+    cut = tmp_path / "cut.gguf"
+    data = gguf_files["F32"].read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert f"{cut}: gguf: unreadable GGUF" in cli_error(capsys, "--gguf", str(cut), "--out",
+                                                        str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unsupported_architecture_is_refused_before_dequantising(tiny, tmp_path, capsys,
                                                                     monkeypatch):
     path = write_gguf(tiny, tmp_path / "qwen.gguf", arch="qwen2")

@@ -160,16 +160,18 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float3
     check_out_dir(out_dir)
     needed = estimated_bytes(info, dtype)
     check_disk(out_dir, needed)
-    started = time.time()
+    record = {"kind": "import-model", "started": time.time()}
     stages = tqdm(total=4, desc="import-model", unit="stage", file=sys.stderr)
     stages.set_postfix_str("sha256")
-    digest = sha256_file(gguf_path, progress=True)
+    record["source"] = {"path": str(gguf_path.absolute()), "name": gguf_path.name,
+                        "size": gguf_path.stat().st_size,
+                        "sha256": sha256_file(gguf_path, progress=True)}
     stages.update()
     stages.set_postfix_str("load + dequantise")
-    model, tokenizer = load_gguf_model(gguf_path, dtype)
-    if model.config.model_type != "llama":
-        raise LyricgenInputError(f"{gguf_path}: general.architecture: transformers made a "
-                                 f"{type(model).__name__}, not LlamaForCausalLM")
+    model, tokenizer = _load_checked(gguf_path, dtype)
+    record.update(gguf=asdict(info), dtype=dtype, model_class=type(model).__name__,
+                  parameters=sum(p.numel() for p in model.parameters()),
+                  estimated_bytes=needed, versions=package_versions())
     stages.update()
     stages.set_postfix_str("save")
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
@@ -177,14 +179,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float3
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        atomic_write_json(tmp / PROVENANCE, {
-            "kind": "import-model",
-            "source": {"path": str(gguf_path.absolute()), "name": gguf_path.name,
-                       "size": gguf_path.stat().st_size, "sha256": digest},
-            "gguf": asdict(info), "dtype": dtype, "model_class": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "estimated_bytes": needed, "versions": package_versions(),
-            "started": started, "finished": time.time()})
+        atomic_write_json(tmp / PROVENANCE, {**record, "finished": time.time()})
         stages.update()
         stages.set_postfix_str("publish")
         check_out_dir(out_dir)
@@ -196,6 +191,20 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float3
     stages.close()
     return out_dir
 
+
+def _load_checked(gguf_path: Path, dtype: str) -> tuple[Any, Any]:
+    """load_gguf_model, its failures on a file that passed the metadata checks (a tokenizer
+    type or tensor layout transformers does not handle) as one-line input errors."""
+    try:
+        model, tokenizer = load_gguf_model(gguf_path, dtype)
+    except (ValueError, KeyError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise LyricgenInputError(f"{gguf_path}: gguf: transformers cannot load it "
+                                 f"({type(exc).__name__}: {first})") from exc
+    if model.config.model_type != "llama":
+        raise LyricgenInputError(f"{gguf_path}: general.architecture: transformers made a "
+                                 f"{type(model).__name__}, not LlamaForCausalLM")
+    return model, tokenizer
 
 
 def output_bytes(out_dir: Path) -> int:

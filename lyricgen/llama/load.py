@@ -197,10 +197,13 @@ def adapter_base(adapter_dir: Path) -> str:
 
 
 def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
+    """The adapter's own tokenizer copy when it saved one (finetune-llama does), else the
+    base's."""
     return adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
 
 
 def is_adapter_dir(path: str | Path) -> bool:
+    """Whether `path` holds a LoRA adapter (peft's adapter_config.json)."""
     return (Path(path) / "adapter_config.json").is_file()
 
 

@@ -21,6 +21,7 @@ from lyricgen.llama.load import (
     Precision,
     adapter_base,
     check_model_dir,
+    is_adapter_dir,
     load_model,
     tokenizer_dir,
 )
@@ -43,7 +44,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_dir: str | 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     base = check_model_dir(base_dir if base_dir is not None else adapter_base(adapter_dir),
                            key="base")
-    if not (adapter_dir / "adapter_config.json").is_file():
+    if not is_adapter_dir(adapter_dir):
         raise LyricgenInputError(f"{adapter_dir}: not a LoRA adapter dir (no adapter_config.json)")
     name = saved_dtype(base) if dtype == "auto" else dtype
     if name not in DTYPES:
