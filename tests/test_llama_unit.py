@@ -193,5 +193,9 @@ def test_model_dir_checks(tmp_path):
         check_model_dir(tmp_path / "nope")
     with pytest.raises(LyricgenInputError, match="no config.json"):
         check_model_dir(tmp_path)
-    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "config.json").write_text('{"schema": 1, "kind": "train-rnn"}',
+                                          encoding="utf-8")  # a jobctl job dir
+    with pytest.raises(LyricgenInputError, match="config.json has no model_type"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
     assert check_model_dir(tmp_path) == tmp_path

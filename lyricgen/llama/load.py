@@ -112,7 +112,8 @@ def require_bitsandbytes() -> None:
 
 def check_model_dir(path: str | Path, key: str = "model_path") -> Path:
     """The model directory as a Path, or a one-line LyricgenInputError: a Hub id, a missing
-    directory, or a directory without config.json. Nothing is ever downloaded."""
+    directory, or a directory without a transformers config.json (one with a model_type: a
+    jobctl job dir has a config.json too). Nothing is ever downloaded."""
     text = str(path)
     target = Path(text).expanduser()
     if not target.exists() and _HUB_ID.match(text):
@@ -124,6 +125,14 @@ def check_model_dir(path: str | Path, key: str = "model_path") -> Path:
         raise LyricgenInputError(f"params: {key}: {text}: no such model directory")
     if not (target / "config.json").is_file():
         raise LyricgenInputError(f"params: {key}: {text}: not a model directory (no config.json)")
+    try:
+        config = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LyricgenInputError(f"params: {key}: {text}: config.json is not valid JSON "
+                                 f"({exc})") from exc
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise LyricgenInputError(f"params: {key}: {text}: not a transformers model directory "
+                                 "(its config.json has no model_type)")
     return target
 
 
