@@ -36,6 +36,7 @@ import click
 
 from jobs.errors import JobFailure
 from jobs.image import (
+    CPU_CUDA,
     GIB,
     LABELS,
     MIN_BUILD_VERSION,
@@ -264,8 +265,10 @@ def check_image(doc: Doctor) -> Outcome:
     def label(key: str) -> str:
         return labels.get(LABELS[key], "unknown")
 
+    cuda = label("cuda")
+    torch = f"CPU torch {label('torch')}" if cuda == CPU_CUDA else f"CUDA {cuda}"
     return OK, (f"{doc.image}: lyricgen {label('version')}, commit {label('commit')[:12]}, "
-                f"built {label('built')}, CUDA {label('cuda')}"), None
+                f"built {label('built')}, {torch}"), None
 
 
 @check("image-test")
@@ -277,8 +280,10 @@ def check_image_test(doc: Doctor) -> Outcome:
     nv = isinstance(doc.host_gpus, list)
     argv = test_argv(doc.image, nv=nv)
     result = run_command(argv, TEST_TIMEOUT_S)
-    if result.ok:
-        return OK, f"`{' '.join(argv[:-1])}` passed: {result.last_line()}", None
+    if result.ok:  # its verdict is the last line it printed (libraries log to stderr)
+        printed = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return OK, f"`{' '.join(argv[:-1])}` passed: " \
+            f"{printed[-1] if printed else result.last_line()}", None
     return FAIL, f"`{' '.join(argv[:-1])}` failed: {result.last_line()}", \
         f"run `{' '.join(argv)}` to see its output; rebuild with jobctl image build --force"
 
@@ -323,6 +328,9 @@ def check_cuda_driver(doc: Doctor) -> Outcome:
         if not cuda:
             return WARN, "the image has no org.lyricgen.cuda label", \
                 f"jobctl image build --profile {doc.profile.name} --force"
+        if cuda == CPU_CUDA:
+            return WARN, f"{describe_gpus(host)}, but the image's torch is a CPU build: jobs " \
+                "run on the CPU", "use a profile with the GPU image (e.g. cluster) for GPU jobs"
         source = "the image's torch"
     else:
         result = run_command([doc.python, "-c", "import torch; print(torch.version.cuda)"],
