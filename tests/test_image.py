@@ -356,8 +356,11 @@ def test_build_argv() -> None:
         "--build-arg", "BUILD_DATE=2026-01-02T03:04:05Z", "/o/.x.sif.building-1",
         "/r/containers/lyricgen.def"]
     assert image.build_argv(Path("d.def"), Path("t"), {}, sandbox=True, fakeroot=True,
-                            binds=["/tmp/in:/mnt:ro"]) == [
+                            binds=["/tmp/in:/mnt:ro"], compression="zstd") == [
         "apptainer", "build", "--fakeroot", "--sandbox", "--bind", "/tmp/in:/mnt:ro", "t",
+        "d.def"]  # a sandbox is not compressed
+    assert image.build_argv(Path("d.def"), Path("t"), {}, compression="zstd") == [
+        "apptainer", "build", "--mksquashfs-args", "-comp zstd -Xcompression-level 3", "t",
         "d.def"]
 
 
