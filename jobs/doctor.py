@@ -134,6 +134,12 @@ class Doctor:
         except JobFailure as exc:
             return str(exc)
 
+    @property
+    def cpu_image(self) -> bool:
+        """The profile's image holds a CPU torch (label org.lyricgen.cuda `none`)."""
+        labels = self.labels
+        return isinstance(labels, dict) and labels.get(LABELS["cuda"]) == CPU_CUDA
+
     @cached_property
     def host_gpus(self) -> Gpus | str | None:
         """GPUs that the host's nvidia-smi lists; None without nvidia-smi, or its error."""
@@ -292,6 +298,8 @@ def check_image_test(doc: Doctor) -> Outcome:
 def check_gpu(doc: Doctor) -> Outcome:
     host = doc.host_gpus
     if host is None:
+        if doc.cpu_image:
+            return SKIP, "no NVIDIA GPU on this node, and the image's torch is a CPU build", None
         if doc.container:
             return WARN, "no nvidia-smi on this node, so no GPU to check here", \
                 "run doctor on a GPU node: srun --gres=gpu:1 jobctl doctor " \

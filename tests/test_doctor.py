@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -322,4 +323,7 @@ def test_container_cpu_profile_with_the_real_image(cpu_image: Path, tmp_path: Pa
                                           "lyricgen 0.1.0 | torch 2.13.0+cpu (CPU) |")
     assert lines["cache-dir"] == (f"[ok] cache-dir: {tmp_path}/cache is writable on the host "
                                   "and inside the image")
+    if shutil.which("nvidia-smi") is None:
+        assert lines["gpu"] == ("[skip] gpu: no NVIDIA GPU on this node, and the image's torch "
+                                "is a CPU build")
     assert result.exit_code == 0, result.output
