@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: help setup demo test test-fast lint slurm-up slurm-down slurm-status \
-        scrape clean train-rnn finetune-llama generate-grid smollm2 distclean
+        apptainer scrape clean train-rnn finetune-llama generate-grid smollm2 distclean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,12 +27,17 @@ help: ## show this help
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# containers/requirements.txt pins every package the images hold (but torch): the venv gets
+# the same versions.
+$(VENV)/.installed: pyproject.toml containers/requirements.txt | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c containers/requirements.txt
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv and install the project (editable, CPU torch, dev tools)
+
+apptainer: ## install Apptainer on Debian 12 as root (scripts/install-apptainer.sh)
+	bash scripts/install-apptainer.sh
 
 demo: setup ## run the demo pipeline locally: sample corpus -> clean -> train -> grid -> report
 	$(BIN)/jobctl run manifests/demo.yaml
@@ -45,8 +50,9 @@ test-fast: setup ## unit tests only (no SLURM, no slow end-to-end)
 	$(BIN)/python -m pytest -q -m "not slurm and not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff + shellcheck
-	$(BIN)/ruff check jobs lyricgen tests bench scripts
+	$(BIN)/ruff check jobs lyricgen tests bench scripts containers
 	shellcheck scripts/*.sh .ci/run
+	shellcheck -s sh containers/post.sh containers/env.sh
 
 slurm-up: ## start a throwaway single-node SLURM in .slurm/ (prints `export SLURM_CONF=...`)
 	bash scripts/slurm-local.sh up $(SLURM_DIR)
