@@ -60,6 +60,11 @@ def test_a_longer_budget_buys_a_bigger_model() -> None:
 def test_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LYRICGEN_CACHE", str(tmp_path))
     shapes = [Shape(16, 4, "fp32"), Shape(24, 4, "fp32")]
+    monkeypatch.setattr(autoshape.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
+    autoshape.probe(shapes, 30, 8, 16, torch.device("cpu"),
+                    lambda precision: torch.autocast("cpu", enabled=False))
+    assert not list(tmp_path.glob("probe-*.json"))  # a busy machine's probe is not kept
+    monkeypatch.setattr(autoshape.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     first = autoshape.probe(shapes, 30, 8, 16, torch.device("cpu"),
                             lambda precision: torch.autocast("cpu", enabled=False))
     assert [m.shape for m in first] == shapes and all(m.tokens_per_s > 0 for m in first)

@@ -3,9 +3,11 @@ batch_size left null, a `max_minutes` budget, char level).
 
 1. Probe (`probe`): a few real training steps (forward, backward, fused AdamW, the run's
    precision) of each candidate shape on this device, on random tokens of the run's vocabulary
-   size: tokens per second. About 15 s on a 2-core CPU; cached per machine in
+   size: tokens per second. 10-30 s on a 2-core CPU; cached per machine in
    $LYRICGEN_CACHE (default ~/.cache/lyricgen)/probe-<key>.json, the key naming the CPU (model
-   and flags) or GPU, torch, threads, vocabulary size, window and candidates.
+   and flags) or GPU, torch, threads, vocabulary size, window and candidates. Pitfall: other
+   processes slow the probe as much as the run; a probe taken while the load average exceeds
+   the usable cores is used for that run but not cached (delete the file to measure again).
 2. Rule (`choose`, deterministic given the probe):
    - batch: per (hidden, precision), the smallest candidate batch within BATCH_SLACK of the
      fastest one: a bigger batch learns less per token (measured: batch 32 was 0.02-0.03 bpc
@@ -125,9 +127,11 @@ def probe(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int
         cached = json.loads(path.read_text(encoding="utf-8"))
         return [Measured(Shape(**row["shape"]), row["tokens_per_s"], row["parameters"])
                 for row in cached]
+    busy = os.getloadavg()[0] > len(os.sched_getaffinity(0))
     results = [_measure(shape, vocab_size, embedding_dim, seq_len, device, autocast)
                for shape in shapes]
-    atomic_write_json(path, [asdict(m) for m in results])
+    if not (busy or os.getloadavg()[0] > len(os.sched_getaffinity(0))):
+        atomic_write_json(path, [asdict(m) for m in results])
     return results
 
 
