@@ -379,6 +379,7 @@ def test_apptainer_forwards_set_variables_by_name(tmp_path: Path) -> None:
     assert "tok en'$x" not in script.read_text()
     assert (out / "forwarded").read_text().splitlines() == [
         "APPTAINERENV_GENIUS_ACCESS_TOKEN=tok en'$x",
+        f"APPTAINERENV_LYRICGEN_GPU_PEAK_FILE={job_dir}/status/.gpu-peak.0",
         "APPTAINERENV_PYTHONUNBUFFERED=1",
         "APPTAINERENV_SLURM_JOB_ID=9",
         "APPTAINERENV_TOKENIZERS_PARALLELISM=false",
