@@ -251,6 +251,8 @@ def _submit_slurm(run: Run, selection: dict[str, list[int]]) -> None:
     if entry is not None:
         click.echo(f"  run report: {run.dir / REPORT_NAME}, written by SLURM job "
                    f"{entry['job_id']} once these jobs have ended")
+        if entry.get("note"):
+            click.echo(f"jobctl: warning: run report job: {entry['note']}", err=True)
 
 
 def _print_plan(record: dict[str, Any], selection: dict[str, list[int]]) -> None:

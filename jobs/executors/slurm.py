@@ -270,19 +270,15 @@ class SlurmExecutor(Executor):
                       "tasks": list(tasks), "dependency": list(deps), "argv": argv,
                       "submitted": time.time(), "resources": job["spec"]["resources"]}
         run.update(lambda r: r["jobs"][name]["submissions"].append(submission))
-        note = None
         try:
-            job_id = _sbatch(argv)
+            job_id, note = queue(argv, token)
         except SbatchUnclear as exc:
-            found = job_by_comment(token)
-            if found is None:
-                if exc.rejected:
-                    run.update(lambda r: _drop_submission(r["jobs"][name], token))
-                    raise
-                raise UsageError(f"{exc}; SLURM lists no job with comment {token}, so it was "
-                                 f"probably not queued (if it shows up, `jobctl status "
-                                 f"{run.id}` reports it)") from exc
-            job_id, note = found, f"{exc}; found the job by its comment {token}"
+            if exc.rejected:
+                run.update(lambda r: _drop_submission(r["jobs"][name], token))
+                raise
+            raise UsageError(f"{exc}; SLURM lists no job with comment {token}, so it was "
+                             f"probably not queued (if it shows up, `jobctl status "
+                             f"{run.id}` reports it)") from exc
         run.update(lambda r: _set_submission_id(r["jobs"][name], token, job_id, note))
         return job_id
 
@@ -326,10 +322,14 @@ class SlurmExecutor(Executor):
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         path = atomic_write_bytes(report_dir / "report.sh", script.encode("utf-8"), mode=0o755)
-        argv = ["sbatch", "--parsable", "--kill-on-invalid-dep=no", f"--output={log}",
-                f"--error={log}", "--dependency=afterany:" + ":".join(ids), str(path)]
-        entry = {"job_id": _sbatch(argv), "dependency": ids, "submitted": time.time(),
-                 "argv": argv}
+        token = f"jobctl:{run.id}/{REPORT_DIR}:{secrets.token_hex(4)}"
+        argv = ["sbatch", "--parsable", f"--comment={token}", "--kill-on-invalid-dep=no",
+                f"--output={log}", f"--error={log}", "--dependency=afterany:" + ":".join(ids),
+                str(path)]
+        submitted = time.time()
+        job_id, note = queue(argv, token)
+        entry = {"job_id": job_id, "dependency": ids, "submitted": submitted, "argv": argv,
+                 **({"note": note} if note else {})}
         run.update(lambda r: r.setdefault("report_jobs", []).append(entry))
         return entry
 
@@ -509,6 +509,19 @@ def _sbatch(argv: list[str]) -> str:
         return parse_sbatch_id(result.stdout)
     except UsageError as exc:
         raise SbatchUnclear(f"{exc} for {argv[-1]}", rejected=False) from exc
+
+
+def queue(argv: list[str], token: str) -> tuple[str, str | None]:
+    """Run sbatch `argv`, which carries `--comment=TOKEN`: (job id, None), or, when sbatch's
+    answer was unclear but SLURM's queue holds a job with that comment, (its id, a note
+    saying so). Raises the SbatchUnclear when no such job is queued."""
+    try:
+        return _sbatch(argv), None
+    except SbatchUnclear as exc:
+        found = job_by_comment(token)
+        if found is None:
+            raise
+        return found, f"{exc}; found the job by its comment {token}"
 
 
 def job_by_comment(token: str) -> str | None:
