@@ -390,13 +390,20 @@ def status(run: str | None, as_json: bool, runs_dir: str | None) -> None:
     RUN defaults to the latest run. Exit code 1 when a job failed or was cancelled."""
     found = find_run(resolve_runs_dir(runs_dir), run)
     states = collect_status(found)
+    record = found.read()
+    page = found.dir / REPORT_NAME
     if as_json:
-        record = found.read()
         click.echo(json.dumps({
             "run": found.id, "run_dir": str(found.dir), "executor": record["executor"],
-            "dry_run": record["dry_run"], "jobs": [s.to_dict() for s in states]}, indent=2))
+            "dry_run": record["dry_run"], "report": str(page) if page.is_file() else None,
+            "jobs": [s.to_dict() for s in states]}, indent=2))
     else:
         _print_states(found, states)
+        if page.is_file():
+            click.echo(f"run report: {page}")
+        elif record.get("report_jobs"):
+            click.echo(f"run report: {page}, once SLURM job "
+                       f"{record['report_jobs'][-1]['job_id']} has written it")
     if any(s.state in FAILURES for s in states):
         raise JobFailure(_failure_summary(states))
 

@@ -140,6 +140,55 @@ def test_params_that_differ_and_the_best_row(fake_run: Run) -> None:
     assert [row.best for row in mark_best(by_ppl)] == [False, True]
 
 
+TRAINING_PIPELINE = """\
+jobs:
+  - {kind: train-rnn, name: rnn, params: {data: ok.txt}, matrix: {arch: [gru, lstm]}}
+  - {kind: finetune-llama, name: llama, params: {model_path: base, data_path: ok.txt}}
+"""
+
+
+def test_training_rows_of_both_kinds_from_their_metrics_files(
+        tmp_path: Path, fake_profile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics files as train-rnn and finetune-llama write them (jobs only reads them), in
+    the out dirs of a run that was only planned (`submit --dry-run`)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ok.txt").write_text("")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "t.yaml").write_text(f"profile: {fake_profile}\n{TRAINING_PIPELINE}")
+    jobctl("submit", "--dry-run", "t.yaml")
+    run = find_run(tmp_path / "runs", None)
+    for task, (bpc, ppl) in enumerate([(2.5, 5.6), (2.25, 4.8)]):
+        out = run.dir / "rnn" / "out" / str(task)
+        out.mkdir()
+        (out / "metrics.json").write_text(json.dumps({
+            "best": {"step": 20, "bpc": bpc, "ppl": ppl}, "stop_reason": "epochs",
+            "final": {"step": 40, "epoch": 2.0, "train_loss": 1.5},
+            "elapsed_s": 12.5, "tokens_per_s_median": 900.0, "parameters": 1234}))
+        (out / "metrics.csv").write_text(
+            "step,epoch,train_loss,lr,tokens_per_s,val_bpc,val_ppl,elapsed\n"
+            f"10,0.5,2.0,0.01,800,,,1.0\n20,1.0,,,,{bpc},{ppl},2.0\n")
+    (run.dir / "llama" / "out" / "metrics.json").write_text(json.dumps({
+        "steps": 3, "final_loss": 2.0, "tokens_per_second": 150.5, "run_seconds": 30.0,
+        "history": [{"step": 1, "epoch": 0.5, "loss": 3.0, "valid_loss": None},
+                    {"step": 3, "epoch": 1.5, "loss": 2.0, "valid_loss": 2.2,
+                     "valid_ppl": 9.03, "valid_bpc": 2.0}]}))
+    rows = training_rows(run_view(run))
+    assert [(r.task.name, r.bpc, r.ppl, r.unit, r.best) for r in rows] == [
+        ("rnn[0]", 2.5, 5.6, "char", False), ("rnn[1]", 2.25, 4.8, "char", False),
+        ("llama", 2.0, 9.03, "token", True)]
+    gru, _, llama = rows
+    assert (gru.steps, gru.epochs, gru.seconds, gru.tokens_per_s, gru.parameters) == (
+        40, 2.0, 12.5, 900.0, 1234)
+    assert gru.valid == ([20.0], [2.5]) and gru.train == ([10.0], [2.0])
+    assert (llama.steps, llama.epochs, llama.seconds, llama.tokens_per_s) == (3, 1.5, 30.0,
+                                                                              150.5)
+    assert llama.valid == ([3.0], [2.0]) and llama.train == ([1.0, 3.0], [3.0, 2.0])
+    assert "arch" in differing_params(rows) and "model_path" in differing_params(rows)
+    page = render_run_report(run, run.dir)
+    assert "★ llama" in page and "held-out bits per character" in page
+
+
 # --- a real demo-sized run ---------------------------------------------------------------
 
 DEMO = """\
@@ -301,10 +350,13 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def column_values(driver: object, table: str, column: int) -> list[str]:
+def column(driver: object, table: str, index: int, sort_key: bool = False) -> list[str]:
+    """The cells of a column of a table on the page, in row order: text, or data-sort."""
     return driver.execute_script(textwrap.dedent("""
-        return Array.from(document.querySelectorAll(arguments[0] + " tbody tr"))
-            .map(row => row.cells[arguments[1]].textContent.trim());"""), f"#{table}", column)
+        return Array.from(document.querySelectorAll(arguments[0] + " tbody tr")).map(row =>
+            arguments[2] ? row.cells[arguments[1]].dataset.sort
+                         : row.cells[arguments[1]].textContent.trim());"""),
+        f"#{table}", index, sort_key)
 
 
 @pytest.mark.slow
@@ -324,20 +376,16 @@ def test_the_page_loads_sorts_and_renders_in_chromium(demo_run: Run, browser: ob
     header = browser.find_element(By.CSS_SELECTOR, "#tasks-table thead th:nth-child(6)")
     assert header.text.startswith("elapsed")
     header.click()
-    elapsed = [float(v) for v in browser.execute_script(
-        "return Array.from(document.querySelectorAll('#tasks-table tbody tr'))"
-        ".map(r => r.cells[5].dataset.sort);")]
+    elapsed = [float(v) for v in column(browser, "tasks-table", 5, sort_key=True)]
     assert elapsed == sorted(elapsed) and header.get_attribute("aria-sort") == "ascending"
     header.click()
-    descending = [float(v) for v in browser.execute_script(
-        "return Array.from(document.querySelectorAll('#tasks-table tbody tr'))"
-        ".map(r => r.cells[5].dataset.sort);")]
+    descending = [float(v) for v in column(browser, "tasks-table", 5, sort_key=True)]
     assert descending == sorted(elapsed, reverse=True)
 
     temperature = browser.find_element(By.CSS_SELECTOR,
                                        "#generation-table thead th:nth-child(4)")
     temperature.click()
-    assert column_values(browser, "generation-table", 3) == ["0.7", "0.7", "1.0", "1.0"]
+    assert column(browser, "generation-table", 3) == ["0.7", "0.7", "1.0", "1.0"]
     assert browser.find_elements(By.CSS_SELECTOR, "#training-table tr.best")
     assert browser.get_log("browser") == []
 

@@ -8,9 +8,10 @@ and metrics.csv of train-rnn, metrics.json of finetune-llama, grid.json of gener
 report jobs). `jobs` never imports lyricgen: these files are the contract, read leniently (a
 missing or torn file leaves its cells empty; the page is still written).
 
-Modules: `tasks` (jobs, tasks, resources, timeline, DAG), `training` (the comparison of every
-training task and their learning curves), `grids` (generation grids), `charts` (the SVGs),
-`page` (the HTML, `write_run_report`), `slurm` (the report job queued after a submission).
+Modules: `tasks` (jobs, tasks, resources, attempts, DAG layers, log tails), `training` (the
+comparison of every training task), `grids` (generation grids), `charts` (DAG and timeline
+geometry, the learning curves' SVG), `page` (the HTML: `write_run_report`). The SLURM job that
+writes the report after a submission is jobs.executors.slurm's `submit_report`.
 """
 
 from jobs.runreport.page import REPORT_NAME, write_run_report

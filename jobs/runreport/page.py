@@ -38,7 +38,8 @@ TEMPLATE = "run_report.html.j2"
 def write_run_report(run: Run, out: Path | None = None, now: float | None = None) -> Path:
     """Write the report of `run` to `out` (default RUN_DIR/report.html); returns its path."""
     target = Path(out if out is not None else run.dir / REPORT_NAME).absolute()
-    atomic_write_bytes(target, render_run_report(run, target.parent, now).encode("utf-8"))
+    atomic_write_bytes(target, render_run_report(run, target.parent, now).encode("utf-8"),
+                       mode=0o644)  # a page to open and share, not a private record
     return target
 
 

@@ -97,7 +97,6 @@ def _llama_row(task: TaskRow, params: Mapping[str, Any], out: Path) -> TrainingR
         train_loss=_num(metrics.get("final_loss")),
         tokens_per_s=_num(metrics.get("tokens_per_second")), epochs=_num(last.get("epoch")),
         steps=_int(metrics.get("steps")), seconds=_num(metrics.get("run_seconds")),
-        stop_reason="steps" if metrics.get("steps") else None,
         valid=_series(history, "valid_bpc"), train=_series(history, "loss"))
 
 

@@ -49,8 +49,12 @@ if [[ -f "$STATUS_DIR/$TASK.json" && "$(<"$STATUS_DIR/$TASK.json")" == *'"state"
   mkdir -p "$STATUS_DIR/history"
   mv -f "$STATUS_DIR/$TASK.json" "$STATUS_DIR/history/$TASK.$attempt.json"
 fi
+now_us() {  # microseconds since the epoch (bash 5's EPOCHREALTIME; whole seconds before)
+  local now="${EPOCHREALTIME:-}"
+  if [[ -n "$now" ]]; then printf '%s' "${now//[!0-9]/}"; else printf '%(%s)T000000' -1; fi
+}
 printf -v STARTED '%(%s)T' -1
-STARTED_US="${EPOCHREALTIME//[!0-9]/}"
+STARTED_US=$(now_us)
 CHILD=""
 FINAL=0
 
@@ -86,8 +90,8 @@ json_seconds() {  # MILLISECONDS (a non-negative integer) as a JSON number of se
 # attempt so far. Every command here must succeed: it runs in the EXIT trap under set -e.
 usage_values() {
   local key value user="" sys="" part="^([0-9]+)m([0-9]+)[.,]([0-9]{3})s$"
-  wall_s=$(json_seconds $(( (${EPOCHREALTIME//[!0-9]/} - STARTED_US) / 1000 )))
-  times >"$STATUS_DIR/.times.$TASK"  # a builtin: in $(...) it would see a fresh subshell
+  wall_s=$(json_seconds $(( ($(now_us) - STARTED_US) / 1000 )))
+  times >"$STATUS_DIR/.times.$TASK" || true  # a builtin: $(times) would see a new subshell
   { read -r _ && read -r user sys; } <"$STATUS_DIR/.times.$TASK" || true
   rm -f "$STATUS_DIR/.times.$TASK"
   if [[ "$user" =~ $part ]]; then
