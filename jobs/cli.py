@@ -423,7 +423,11 @@ def report(run: str | None, out: Path | None, runs_dir: str | None) -> None:
     writes it at the end; after `jobctl submit` a SLURM job does, once the run's jobs have
     ended. Works on a run still going (it says so). Prints the page's path."""
     found = find_run(resolve_runs_dir(runs_dir), run)
-    click.echo(write_run_report(found, out))
+    try:
+        click.echo(write_run_report(found, out))
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or out}: cannot write the report: "
+                         f"{exc.strerror}") from exc
 
 
 def _log_path(record: dict[str, Any], name: str, task: int) -> Path:

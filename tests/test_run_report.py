@@ -126,6 +126,22 @@ def test_status_writes_nothing_and_report_rewrites_on_demand(fake_run: Run,
     assert jobctl("report", fake_run.id, "--out", str(out), "--runs-dir",
                   str(fake_run.dir.parent)).strip() == str(out)
     assert "fake failure 3" in out.read_text()
+    (tmp_path / "file").write_text("")
+    refused = CliRunner().invoke(cli, ["report", str(fake_run.dir), "--out",
+                                       str(tmp_path / "file" / "r.html")])
+    assert refused.exit_code == 2 and refused.output.count("\n") == 1
+    assert "cannot write the report" in refused.output
+
+
+def test_a_resubmitted_task_keeps_its_earlier_attempt_on_the_timeline(fake_run: Run) -> None:
+    (fake_run.dir.parent.parent / "sweep.txt").write_text("")
+    output = jobctl("resubmit", "--failed", str(fake_run.dir))
+    assert "run report:" in output
+    row = next(row for row in run_view(fake_run).tasks if row.name == "sweep[1]")
+    assert [(a.state, a.current) for a in row.attempts] == [("FAILED", False),
+                                                            ("COMPLETED", True)]
+    assert row.attempts[0].finished <= row.attempts[1].started
+    assert 'class="tl-run s-FAILED earlier"' in (fake_run.dir / "report.html").read_text()
 
 
 def test_params_that_differ_and_the_best_row(fake_run: Run) -> None:

@@ -54,8 +54,7 @@ class TaskRow:
     host: str | None
     usage: TaskUsage | None
     mem: str | None  # --mem asked (latest submission)
-    cpus: int | None
-    gpus: int | None
+    cpus: int | None  # asked
     queued: float | None  # when its latest submission was made
     attempts: tuple[Attempt, ...]
     log_tail: str | None  # last LOG_LINES lines, for a task that did not complete
@@ -150,7 +149,7 @@ def _task_rows(record: Mapping[str, Any], state: JobState) -> list[TaskRow]:
             job=state.name, kind=state.kind, task=task.task, label=label, state=task.state,
             exit_code=task.exit_code, reason=task.reason, job_id=task.job_id,
             host=_host(job, task.task), usage=task.usage, mem=task.mem or resources["mem"],
-            cpus=resources.get("cpus"), gpus=resources.get("gpus"),
+            cpus=resources.get("cpus"),
             queued=submission.get("submitted"), attempts=_attempts(job, task),
             log_tail=_log_tail(log) if task.state in FAILURES else None,
             log_path=str(log) if log else None))
