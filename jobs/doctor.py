@@ -36,6 +36,7 @@ import click
 
 from jobs.errors import JobFailure
 from jobs.image import (
+    CPU_CUDA,
     GIB,
     LABELS,
     MIN_BUILD_VERSION,
@@ -132,6 +133,12 @@ class Doctor:
             return read_labels(self.image)
         except JobFailure as exc:
             return str(exc)
+
+    @property
+    def cpu_image(self) -> bool:
+        """The profile's image holds a CPU torch (label org.lyricgen.cuda `none`)."""
+        labels = self.labels
+        return isinstance(labels, dict) and labels.get(LABELS["cuda"]) == CPU_CUDA
 
     @cached_property
     def host_gpus(self) -> Gpus | str | None:
@@ -264,8 +271,10 @@ def check_image(doc: Doctor) -> Outcome:
     def label(key: str) -> str:
         return labels.get(LABELS[key], "unknown")
 
+    cuda = label("cuda")
+    torch = f"CPU torch {label('torch')}" if cuda == CPU_CUDA else f"CUDA {cuda}"
     return OK, (f"{doc.image}: lyricgen {label('version')}, commit {label('commit')[:12]}, "
-                f"built {label('built')}, CUDA {label('cuda')}"), None
+                f"built {label('built')}, {torch}"), None
 
 
 @check("image-test")
@@ -277,8 +286,10 @@ def check_image_test(doc: Doctor) -> Outcome:
     nv = isinstance(doc.host_gpus, list)
     argv = test_argv(doc.image, nv=nv)
     result = run_command(argv, TEST_TIMEOUT_S)
-    if result.ok:
-        return OK, f"`{' '.join(argv[:-1])}` passed: {result.last_line()}", None
+    if result.ok:  # its verdict is the last line it printed (libraries log to stderr)
+        printed = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        return OK, f"`{' '.join(argv[:-1])}` passed: " \
+            f"{printed[-1] if printed else result.last_line()}", None
     return FAIL, f"`{' '.join(argv[:-1])}` failed: {result.last_line()}", \
         f"run `{' '.join(argv)}` to see its output; rebuild with jobctl image build --force"
 
@@ -287,6 +298,8 @@ def check_image_test(doc: Doctor) -> Outcome:
 def check_gpu(doc: Doctor) -> Outcome:
     host = doc.host_gpus
     if host is None:
+        if doc.cpu_image:
+            return SKIP, "no NVIDIA GPU on this node, and the image's torch is a CPU build", None
         if doc.container:
             return WARN, "no nvidia-smi on this node, so no GPU to check here", \
                 "run doctor on a GPU node: srun --gres=gpu:1 jobctl doctor " \
@@ -323,6 +336,9 @@ def check_cuda_driver(doc: Doctor) -> Outcome:
         if not cuda:
             return WARN, "the image has no org.lyricgen.cuda label", \
                 f"jobctl image build --profile {doc.profile.name} --force"
+        if cuda == CPU_CUDA:
+            return WARN, f"{describe_gpus(host)}, but the image's torch is a CPU build: jobs " \
+                "run on the CPU", "use a profile with the GPU image (e.g. cluster) for GPU jobs"
         source = "the image's torch"
     else:
         result = run_command([doc.python, "-c", "import torch; print(torch.version.cuda)"],

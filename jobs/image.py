@@ -1,6 +1,8 @@
-"""`jobctl image build|info`: the one Apptainer image that every job step runs in.
+"""`jobctl image build|info`: the Apptainer images that job steps run in.
 
-The image is built from containers/lyricgen.def (containers/README.md explains it) by the
+Two definitions (containers/README.md explains them): containers/lyricgen.def, the GPU image
+for clusters (the default), and containers/lyricgen-cpu.def (`--cpu`, or a profile's
+`image_def`), the CPU image with the host venv's packages. They are built by the
 `apptainer` command, called through argv lists (never a shell, never spython: it hard-codes
 `singularity` and exits the interpreter on errors). The argv builders (`build_argv`,
 `inspect_argv`, `test_argv`, `exec_argv`) are pure functions; `run_command` runs one with a
@@ -12,6 +14,19 @@ timeout and never raises for a missing program or a timeout (jobs.doctor uses bo
   BUILD_DATE (UTC, ISO 8601), which the def turns into labels; they need apptainer >= 1.2.
 - runs apptainer in the def's project root (the parent of containers/), because the def's
   %files paths are relative to the directory apptainer runs in.
+- builds with --fakeroot unless told --no-fakeroot: apptainer does so by itself for other
+  users, and root's plain build needs every capability, which container sandboxes withhold
+  (its %post then fails with "Requesting capability set ..."); root needs an /etc/subuid
+  range (scripts/install-apptainer.sh adds one).
+- build inputs: CA bundles (--ca-bundle, default $PIP_CERT) and local wheel directories
+  (--find-links, default $PIP_FIND_LINKS), so that the image's pip trusts and finds what the
+  host's does, are copied (wheels hard-linked when possible) into a temporary directory that
+  apptainer binds read-only at /mnt during the build, where containers/post.sh looks for
+  them (ca/, wheels/); none of it stays in the image, none of it is in the def.
+- --compression zstd packs the .sif with `mksquashfs -comp zstd -Xcompression-level 3`
+  instead of apptainer's gzip (level 9): measured here 29 s instead of 389 s for the CPU
+  image's 1.8 GiB, 2 % larger; running it needs a kernel >= 4.14 (or a squashfuse with
+  zstd), so the portable gzip stays the default.
 - writes a temporary sibling of the output and renames it into place only after apptainer,
   the def's %test included, succeeded: a failed or interrupted build never leaves a partial
   image under the final name. An existing output is replaced only with --force.
@@ -36,6 +51,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,16 +66,15 @@ from kindspec import provenance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DEF = REPO_ROOT / "containers" / "lyricgen.def"
+CPU_DEF = REPO_ROOT / "containers" / "lyricgen-cpu.def"
 DEFAULT_IMAGE = Path("images/lyricgen.sif")
+CPU_IMAGE = Path("images/lyricgen-cpu.sif")
+BUILD_INPUTS_AT = "/mnt"  # where containers/post.sh reads ca/ and wheels/
+COMPRESSION = {"gzip": None, "zstd": "-comp zstd -Xcompression-level 3"}  # mksquashfs args
 MISSING_APPTAINER = ("apptainer not found on PATH; install it or use the host runtime "
                      "(profile laptop)")
 MIN_BUILD_VERSION = (1, 2)  # --build-arg and %arguments
 GIB = 1024**3
-# Sizes for CUDA 12.8 torch + nvidia-* wheels + bitsandbytes (about 6-7 GiB installed).
-# Estimates, not measurements: no apptainer could run where this was written.
-IMAGE_BYTES = 8 * GIB  # the compressed .sif, plus headroom
-SANDBOX_BYTES = 16 * GIB  # an unpacked --sandbox directory
-BUILD_TMP_BYTES = 20 * GIB  # layers + root file system + pip's downloads in APPTAINER_TMPDIR
 BUILD_TIMEOUT_S = 4 * 3600
 INSPECT_TIMEOUT_S = 60
 VERSION_TIMEOUT_S = 20
@@ -74,8 +89,28 @@ LABELS = {
     "base": "org.label-schema.usage.singularity.deffile.from",
     "apptainer": "org.label-schema.usage.apptainer.version",
 }
+CPU_CUDA = "none"  # org.lyricgen.cuda of an image whose torch is a CPU build (post.sh)
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class BuildSizes:
+    """Free space a build needs: for the .sif (plus headroom), for an unpacked --sandbox
+    directory, and in APPTAINER_TMPDIR (root file system + pip's downloads)."""
+
+    image: int
+    sandbox: int
+    tmp: int
+
+
+# CUDA 12.8 torch + nvidia-* wheels + bitsandbytes (about 6-7 GiB installed): estimates, the
+# GPU image has not been built anywhere yet.
+GPU_SIZES = BuildSizes(image=8 * GIB, sandbox=16 * GIB, tmp=20 * GIB)
+# The CPU image's build measured 0.53 GiB of .sif, a 1.75 GiB root file system and 2.3 GiB
+# at most in the build directory (containers/README.md); about twice that, for headroom.
+CPU_SIZES = BuildSizes(image=1 * GIB, sandbox=4 * GIB, tmp=5 * GIB)
+SIZES = {DEFAULT_DEF.name: GPU_SIZES, CPU_DEF.name: CPU_SIZES}  # other defs: GPU_SIZES
 
 
 @dataclass(frozen=True)
@@ -128,13 +163,19 @@ def run_command(argv: Sequence[str], timeout: float, *, cwd: Path | None = None)
 
 
 def build_argv(def_file: Path, target: Path, build_args: Mapping[str, str], *,
-               sandbox: bool = False, fakeroot: bool = False) -> list[str]:
-    """`apptainer build [--fakeroot] [--sandbox] --build-arg K=V ... TARGET DEF`."""
+               sandbox: bool = False, fakeroot: bool = False, binds: Iterable[str] = (),
+               compression: str = "gzip") -> list[str]:
+    """`apptainer build [--fakeroot] [--sandbox | --mksquashfs-args ARGS] [--bind B ...]
+    --build-arg K=V ... TARGET DEF` (ARGS from COMPRESSION)."""
     argv = ["apptainer", "build"]
     if fakeroot:
         argv.append("--fakeroot")
     if sandbox:
         argv.append("--sandbox")
+    elif COMPRESSION[compression]:
+        argv += ["--mksquashfs-args", COMPRESSION[compression]]
+    for bind in binds:
+        argv += ["--bind", bind]
     for name, value in build_args.items():
         argv += ["--build-arg", f"{name}={value}"]
     return [*argv, str(target), str(def_file)]
@@ -223,14 +264,28 @@ def info_lines(image: Path, labels: Mapping[str, str], size: int | None) -> list
     return lines
 
 
-def default_image(profile: str | None) -> Path:
-    """The profile's image when it names one, else images/lyricgen.sif (relative paths are
-    relative to the current directory, as in profiles)."""
+def default_image(profile: str | None, fallback: Path = DEFAULT_IMAGE) -> Path:
+    """The profile's image when it names one, else `fallback` (relative paths are relative
+    to the current directory, as in profiles)."""
     if profile:
         image = load_profile(profile).image
         if image:
             return Path(image)
-    return DEFAULT_IMAGE
+    return fallback
+
+
+def choose_def(def_file: Path | None, cpu: bool, profile: str | None) -> Path:
+    """The definition to build: --def, else --cpu's, else the profile's image_def, else the
+    GPU def. UsageError for --def together with --cpu."""
+    if def_file is not None and cpu:
+        raise UsageError("--cpu builds containers/lyricgen-cpu.def: give --cpu or --def, "
+                         "not both")
+    if def_file is not None:
+        return def_file
+    if cpu:
+        return CPU_DEF
+    image_def = load_profile(profile).image_def if profile else None
+    return Path(image_def) if image_def else DEFAULT_DEF
 
 
 def project_version(pyproject: Path) -> str:
@@ -270,10 +325,10 @@ def build_tmp_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("APPTAINER_TMPDIR") or env.get("TMPDIR") or "/tmp")
 
 
-def space_problems(out: Path, tmp: Path, *, sandbox: bool) -> list[str]:
+def space_problems(out: Path, tmp: Path, sizes: BuildSizes, *, sandbox: bool) -> list[str]:
     """One message per filesystem with less free space than the build needs."""
-    needs = [(out.parent, SANDBOX_BYTES if sandbox else IMAGE_BYTES, "the image"),
-             (tmp, BUILD_TMP_BYTES, "apptainer's build directory (APPTAINER_TMPDIR)")]
+    needs = [(out.parent, sizes.sandbox if sandbox else sizes.image, "the image"),
+             (tmp, sizes.tmp, "apptainer's build directory (APPTAINER_TMPDIR)")]
     problems = []
     for folder, need, what in needs:
         free = free_bytes(folder)
@@ -297,13 +352,41 @@ def home_notes(out: Path, env: Mapping[str, str]) -> list[str]:
     return notes
 
 
+def stage_build_inputs(folder: Path, ca_bundles: Sequence[Path],
+                       find_links: Sequence[str]) -> list[str]:
+    """Copy the CA bundles to folder/ca/ and the wheels of each local find-links directory
+    to folder/wheels/ (hard links when possible; the first directory wins for a file name,
+    as for pip). Returns notes for find-links entries that are URLs, which only pip itself
+    can follow. UsageError for a missing bundle or directory."""
+    notes = []
+    for index, bundle in enumerate(ca_bundles):
+        if not bundle.is_file():
+            raise UsageError(f"--ca-bundle {bundle}: no such file")
+        (folder / "ca").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle, folder / "ca" / f"{index}-{bundle.name}")
+    for entry in find_links:
+        if "://" in entry and not entry.startswith("file://"):
+            notes.append(f"note: --find-links {entry} is not a local directory; the "
+                         "image's pip does not get it")
+            continue
+        source = Path(entry.removeprefix("file://"))
+        if not source.is_dir():
+            raise UsageError(f"--find-links {source}: no such directory")
+        (folder / "wheels").mkdir(parents=True, exist_ok=True)
+        for wheel in sorted(source.glob("*.whl")):
+            _link_or_copy(wheel, folder / "wheels" / wheel.name)
+    return notes
+
+
 def temp_target(out: Path) -> Path:
     """The sibling apptainer writes before the rename: `.NAME.building-PID`."""
     return out.with_name(f".{out.name}.building-{os.getpid()}")
 
 
 def build_image(def_file: Path, out: Path, *, sandbox: bool = False, fakeroot: bool = False,
-                force: bool = False, echo: Callable[[str], None] = click.echo) -> Path:
+                force: bool = False, ca_bundles: Sequence[Path] = (),
+                find_links: Sequence[str] = (), compression: str = "gzip",
+                echo: Callable[[str], None] = click.echo) -> Path:
     """Build `def_file` into `out` (see the module docstring); returns the absolute output.
     UsageError for bad input or too little space, JobFailure when apptainer fails."""
     require_apptainer()
@@ -322,7 +405,8 @@ def build_image(def_file: Path, out: Path, *, sandbox: bool = False, fakeroot: b
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {out.parent}: {exc.strerror}") from exc
-    problems = space_problems(out, build_tmp_dir(os.environ), sandbox=sandbox)
+    tmp = build_tmp_dir(os.environ)
+    problems = space_problems(out, tmp, SIZES.get(def_file.name, GPU_SIZES), sandbox=sandbox)
     if problems:
         raise UsageError("; ".join(problems) + " (build on a scratch filesystem with --out "
                          "and set APPTAINER_TMPDIR and APPTAINER_CACHEDIR there)")
@@ -330,9 +414,16 @@ def build_image(def_file: Path, out: Path, *, sandbox: bool = False, fakeroot: b
         echo(note)
     project = def_file.parent.parent
     temp = temp_target(out)
-    argv = build_argv(def_file, temp, build_args(project), sandbox=sandbox, fakeroot=fakeroot)
-    echo(f"jobctl: in {project}: {shlex.join(argv)}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    inputs = Path(tempfile.mkdtemp(prefix="lyricgen-build-inputs-", dir=tmp))
     try:
+        for note in stage_build_inputs(inputs, ca_bundles, find_links):
+            echo(note)
+        inputs.chmod(0o755)  # readable by the build's (fake) root
+        binds = [f"{inputs}:{BUILD_INPUTS_AT}:ro"] if any(inputs.iterdir()) else []
+        argv = build_argv(def_file, temp, build_args(project), sandbox=sandbox,
+                          fakeroot=fakeroot, binds=binds, compression=compression)
+        echo(f"jobctl: in {project}: {shlex.join(argv)}")
         code = _run_streaming(argv, project, BUILD_TIMEOUT_S)
         if code != 0:
             raise JobFailure(f"apptainer build failed with exit code {code} (its output is "
@@ -340,6 +431,7 @@ def build_image(def_file: Path, out: Path, *, sandbox: bool = False, fakeroot: b
         _install(temp, out)
     finally:
         _remove(temp)
+        _remove(inputs)
     return out
 
 
@@ -369,21 +461,39 @@ def image_group() -> None:
 
 
 @image_group.command(name="build")
-@click.option("--def", "def_file", type=click.Path(path_type=Path), default=DEFAULT_DEF,
-              show_default="containers/lyricgen.def", help="definition file")
+@click.option("--cpu", is_flag=True,
+              help="build the CPU image (containers/lyricgen-cpu.def -> images/lyricgen-cpu.sif)")
+@click.option("--def", "def_file", type=click.Path(path_type=Path), default=None,
+              help="definition file (default: --cpu's, else the profile's image_def, else "
+                   "containers/lyricgen.def)")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="image to write (default: the profile's image, else images/lyricgen.sif)")
+              help="image to write (default: the profile's image, else images/lyricgen.sif, "
+                   "images/lyricgen-cpu.sif with --cpu)")
 @click.option("--profile", envvar="JOBCTL_PROFILE", default=None,
-              help="profile whose image path is the default --out ($JOBCTL_PROFILE)")
+              help="profile whose image and image_def are the defaults ($JOBCTL_PROFILE)")
+@click.option("--ca-bundle", "ca_bundles", multiple=True, envvar="PIP_CERT",
+              type=click.Path(path_type=Path),
+              help="CA bundle (PEM) the build's pip also trusts, e.g. a TLS proxy's; "
+                   "repeatable (default: $PIP_CERT)")
+@click.option("--find-links", "find_links", multiple=True, envvar="PIP_FIND_LINKS",
+              help="directory of wheels the build's pip may use, e.g. a local torch wheel; "
+                   "repeatable (default: $PIP_FIND_LINKS)")
 @click.option("--sandbox", is_flag=True, help="write a writable directory, not a .sif")
-@click.option("--fakeroot", is_flag=True, help="build as an unprivileged user (user namespace)")
+@click.option("--compression", type=click.Choice(sorted(COMPRESSION)), default="gzip",
+              show_default=True, help="of the .sif: zstd builds far faster, but needs a "
+                                      "kernel >= 4.14 (or squashfuse with zstd) to run")
+@click.option("--fakeroot/--no-fakeroot", default=True, show_default=True,
+              help="build in a user namespace (root needs an /etc/subuid range)")
 @click.option("--force", is_flag=True, help="replace an existing image")
 @one_line_errors
-def build_command(def_file: Path, out: Path | None, profile: str | None, sandbox: bool,
-                  fakeroot: bool, force: bool) -> None:
-    """Build the image with `apptainer build` (needs apptainer >= 1.2 and network)."""
-    built = build_image(def_file, out or default_image(profile), sandbox=sandbox,
-                        fakeroot=fakeroot, force=force)
+def build_command(cpu: bool, def_file: Path | None, out: Path | None, profile: str | None,
+                  ca_bundles: tuple[Path, ...], find_links: tuple[str, ...], sandbox: bool,
+                  compression: str, fakeroot: bool, force: bool) -> None:
+    """Build an image with `apptainer build` (needs apptainer >= 1.2 and network)."""
+    chosen = choose_def(def_file, cpu, profile)
+    target = out or default_image(profile, CPU_IMAGE if cpu else DEFAULT_IMAGE)
+    built = build_image(chosen, target, sandbox=sandbox, fakeroot=fakeroot, force=force,
+                        ca_bundles=ca_bundles, find_links=find_links, compression=compression)
     click.echo(f"jobctl: built {built}")
     for line in info_lines(built, read_labels(built), _size(built)):
         click.echo(line)
@@ -465,6 +575,17 @@ def _install(temp: Path, out: Path) -> None:
         os.rename(out, old)
     os.rename(temp, out)
     _remove(old)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link `source` at `target` (same filesystem), else copy it; keeps an existing
+    target."""
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _remove(path: Path) -> None:

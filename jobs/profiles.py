@@ -5,7 +5,7 @@
 path to a .yaml file. Keys are the fields of jobs.spec.Profile except `name` (the file name
 without .yaml) and `source`; manifests/profiles/README.md explains each one.
 
-Paths (image, binds, runs_dir, cache_dir) are kept exactly as written: relative ones are
+Paths (image, image_def, binds, runs_dir, cache_dir) are kept exactly as written: relative ones are
 relative to the project directory jobctl runs in. Nothing is shell-expanded, so `$VAR` and a
 leading `~` are refused with a hint to write the path literally. Secrets never go in a
 profile: an `env` name with a secret-like word (TOKEN, SECRET, PASSWORD, API_KEY) is
@@ -38,10 +38,10 @@ _SECRET = re.compile(r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY)(?:_|$)", 
 _MODULE = re.compile(r"[A-Za-z0-9_.+/-]+")
 _GRES = re.compile(r"[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)*")
 _CHOICES = {"executor": ("local", "slurm"), "runtime": ("host", "apptainer")}
-_PATHS = ("image", "runs_dir", "cache_dir")
+_PATHS = ("image", "image_def", "runs_dir", "cache_dir")
 _LISTS = {"binds": None, "env_passthrough": (ENV_NAME, "an environment variable name"),
           "modules": (_MODULE, "a module name like cuda/12.1")}
-_KEYS = ("executor", "runtime", "python", "image", "binds", "env", "env_passthrough",
+_KEYS = ("executor", "runtime", "python", "image", "image_def", "binds", "env", "env_passthrough",
          "modules", "partition", "gpu_gres", "sbatch", "runs_dir", "cache_dir")
 
 

@@ -94,6 +94,7 @@ class Profile:
     runtime: str = "host"  # host | apptainer
     python: str = "python3"  # host interpreter; `jobctl` fills in its own sys.executable
     image: str | None = None  # .sif path for runtime apptainer
+    image_def: str | None = None  # definition `jobctl image build` builds `image` from
     binds: tuple[str, ...] = ()  # "src[:dst[:opts]]" apptainer binds
     env: dict[str, str] = field(default_factory=dict)  # exported in the script (values quoted)
     env_passthrough: tuple[str, ...] = ()  # names allowed through `apptainer --cleanenv`

@@ -41,7 +41,7 @@ def _make_kind_command(kind: str) -> click.Command:
             raise LyricgenInputError(f"{config_path}: kind: is {config_kind!r}, not {kind!r}")
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         threads, reason = apply_threads()  # before the kind's module imports torch
-        click.echo(f"lyricgen: {kind}: threads {reason}", err=True)
+        click.echo(f"lyricgen: {kind}: threads {reason}")  # stdout: errors keep stderr
         try:
             extra = load_runner(kind)(params, ctx)
         finally:
@@ -74,18 +74,47 @@ def merge_command(base: Path | None, adapter: Path, out_dir: Path, dtype: str) -
     click.echo(merge_adapter(adapter, out_dir, base, dtype=dtype))
 
 
+@cli.command(name="import-model")
+@click.option("--gguf", "gguf_path", required=True, type=click.Path(path_type=Path),
+              help="GGUF file of a Llama-family model (general.architecture llama)")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="new model directory (must not exist, or be empty)")
+@click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16"]),
+              help="dtype of the saved (dequantised) weights")
+def import_model_command(gguf_path: Path, out_dir: Path, dtype: str) -> None:
+    """Import a GGUF (llama.cpp / Ollama export) as a local model directory."""
+    import time
+
+    from lyricgen.llama.import_gguf import import_gguf, output_bytes
+
+    started = time.perf_counter()
+    out = import_gguf(gguf_path, out_dir, dtype=dtype)
+    click.echo(f"{out}: {output_bytes(out) / 1e6:.0f} MB, imported in "
+               f"{time.perf_counter() - started:.0f} s")
+
+
 @cli.command(name="evaluate")
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="train-rnn out dir, its checkpoint/ dir or a .pt file")
+@click.option("--model", "--checkpoint", "model", required=True, type=click.Path(path_type=Path),
+              help="train-rnn out dir, its checkpoint/ dir or a .pt file; or a LLaMA model dir "
+                   "(config.json) or LoRA adapter dir (adapter_config.json)")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="text file in the marker format")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-def evaluate_command(checkpoint: Path, data: Path, as_json: bool, device: str) -> None:
-    """Bits per character and perplexity of a trained RNN model on a text file."""
-    from lyricgen.evaluate import evaluate_checkpoint, format_report
+@click.option("--window", type=click.IntRange(min=2), default=None,
+              help="LLaMA: tokens per forward pass (default min(1024, max positions))")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="LLaMA: new tokens scored per window (default window / 2)")
+@click.option("--base", type=click.Path(path_type=Path), default=None,
+              help="LLaMA adapter: base model dir (default: the adapter's recorded base)")
+def evaluate_command(model: Path, data: Path, as_json: bool, device: str, window: int | None,
+                     stride: int | None, base: Path | None) -> None:
+    """Bits per character and perplexity of an RNN or LLaMA model on a text file (one scale
+    for every family: see lyricgen/evaluate.py)."""
+    from lyricgen.evaluate import evaluate_model, format_report
 
-    click.echo(format_report(evaluate_checkpoint(checkpoint, data, device), as_json))
+    report = evaluate_model(model, data, device, window=window, stride=stride, base=base)
+    click.echo(format_report(report, as_json))
 
 
 def main(argv: list[str] | None = None) -> None:

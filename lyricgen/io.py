@@ -11,6 +11,7 @@ too; there the last line may be torn (read_jsonl(..., repair=True) drops it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -97,9 +98,11 @@ def keep_previous(path: Path, previous: Path) -> None:
 def publish_dir(tmp: Path, final: Path) -> Path:
     """Move a fully written directory `tmp` to `final`, replacing an older one: readers see the
     old or the new directory, except for the instant between the two renames (the old one is
-    kept as `.NAME.old` until the new one is in place). LyricgenWriteError (naming `final`)
+    kept as `.NAME.old` until the new one is in place). Files get the usual shared mode
+    (`share_files`). LyricgenWriteError (naming `final`)
     when the files cannot be synced or moved; `tmp` is then removed and an older `final` kept."""
     old = final.with_name(f".{final.name}.old")
+    share_files(tmp)
     try:
         _fsync_tree(tmp)
         shutil.rmtree(old, ignore_errors=True)
@@ -139,6 +142,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False, default=str)
     return atomic_write_text(path, text + "\n")
+
+
+def share_files(root: str | Path) -> None:
+    """Give every file under `root` the mode an ordinary write would (0666 minus the umask):
+    libraries that write through temp files (safetensors) leave 0600, unreadable to the group
+    sharing a run directory."""
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            os.chmod(path, _FILE_MODE)
+
+
+def sha256_file(path: str | Path, progress: bool = False) -> str:
+    """Hex sha256 of a file, read in 8 MiB chunks (a tqdm bar on stderr with progress=True)."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle, tqdm(total=os.path.getsize(path), unit="B",
+                                          unit_scale=True, desc="sha256",
+                                          disable=not progress) as bar:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

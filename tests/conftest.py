@@ -6,6 +6,9 @@
   checkout, never copied into the repo) and a few of its songs in a tmp file;
 * `slurm_cluster`: the local SLURM cluster (`make slurm-up`), skipped with the reason when
   it is not reachable;
+* `cpu_image`: the CPU Apptainer image (LYRICGEN_TEST_IMAGE, else images/lyricgen-cpu.sif),
+  skipped with the reason when apptainer or the image is missing, but a FAILURE when
+  LYRICGEN_TEST_IMAGE names one that cannot be used (.ci/run sets it: CI must run them);
 * `fake_python` / `fake_profile`: a stand-in for the job interpreter whose behaviour each
   test controls through its input file, so executor and CLI tests need no ML code.
 """
@@ -88,6 +91,26 @@ def slurm_cluster() -> SlurmCluster:
     if reason:
         pytest.skip(reason)
     return SlurmCluster(conf=Path(os.environ["SLURM_CONF"]))
+
+
+CPU_IMAGE = REPO / "images" / "lyricgen-cpu.sif"
+
+
+@pytest.fixture(scope="session")
+def cpu_image() -> Path:
+    """The CPU image built from containers/lyricgen-cpu.def (see the module docstring)."""
+    named = os.environ.get("LYRICGEN_TEST_IMAGE")
+    image = Path(named) if named else CPU_IMAGE
+    problem = None
+    if shutil.which("apptainer") is None:
+        problem = "apptainer is not installed (Debian 12: make apptainer)"
+    elif not image.is_file():
+        problem = f"no CPU image at {image} (jobctl image build --cpu)"
+    if problem and named:
+        pytest.fail(f"LYRICGEN_TEST_IMAGE={named}: {problem}")
+    if problem:
+        pytest.skip(f"{problem}; or set LYRICGEN_TEST_IMAGE")
+    return image
 
 
 FAKE_PYTHON = '''\

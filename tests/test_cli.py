@@ -280,7 +280,7 @@ def test_run_refuses_multi_node_jobs_before_creating_a_run(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "base" / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "t.jsonl").write_text("{}\n")
     (tmp_path / "m.yaml").write_text(
         "jobs:\n  - kind: finetune-llama\n    name: ft\n"

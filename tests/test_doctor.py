@@ -77,11 +77,11 @@ def test_laptop_profile_on_this_machine(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.output.splitlines()[-1].startswith("jobctl doctor: ")
 
 
-@pytest.mark.skipif(shutil.which("apptainer") is not None,
-                    reason="checks how a missing apptainer is reported")
 def test_cluster_profile_on_this_machine_fails_without_apptainer(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no apptainer, whatever is installed
     result = CliRunner().invoke(doctor.doctor_command, ["--profile", "cluster"])
     lines = verdicts(check_lines(result.output))
     assert result.exit_code == 1
@@ -122,6 +122,7 @@ case "$1" in
     printf '{"data": {"attributes": {"labels": {"org.lyricgen.version": "0.1.0", '
     printf '"org.lyricgen.git-commit": "0123456789abcdef0123", "org.lyricgen.cuda": "%s", ' \\
       "$FAKE_CUDA"
+    printf '"org.lyricgen.torch": "%s", ' "$FAKE_TORCH"
     printf '"org.lyricgen.build-date": "2026-01-02T03:04:05Z"}}}}\\n' ;;
   test)
     echo "lyricgen 0.1.0 | torch 2.13.0+cu128 (CUDA 12.8)"
@@ -165,6 +166,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FAKE_LOG", str(log))
     monkeypatch.setenv("FAKE_DRIVER", "570.124.06")
     monkeypatch.setenv("FAKE_CUDA", "12.8")
+    monkeypatch.setenv("FAKE_TORCH", "2.13.0+cu128")
     monkeypatch.setenv("GENIUS_ACCESS_TOKEN", "s3cret-token-value")
     monkeypatch.chdir(project)
     return log
@@ -237,6 +239,18 @@ def test_failures_are_reported_one_line_each(fakes: Path, monkeypatch: pytest.Mo
                                             "empty")
 
 
+def test_a_cpu_image_on_a_gpu_node_is_a_warning(fakes: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_CUDA", "none")
+    monkeypatch.setenv("FAKE_TORCH", "2.13.0+cpu")
+    lines = run(cluster())
+    assert lines["image"].endswith(", built 2026-01-02T03:04:05Z, CPU torch 2.13.0+cpu")
+    assert lines["cuda-driver"] == (
+        "[warn] cuda-driver: 2 GPUs: NVIDIA TITAN RTX x2, driver 570.124.06, but the image's "
+        "torch is a CPU build: jobs run on the CPU (fix: use a profile with the GPU image (e.g. "
+        "cluster) for GPU jobs)")
+
+
 def test_token_outside_env_passthrough_and_unbindable_cache(fakes: Path, tmp_path: Path) -> None:
     lines = run(cluster(env_passthrough=(), cache_dir=str(tmp_path / "a,b")))
     assert lines["genius-token"] == (
@@ -290,3 +304,26 @@ def test_slow_commands_time_out_and_broken_checks_do_not_traceback(
     assert lines["slurm"].startswith("[FAIL] slurm: scontrol ping: `scontrol ping` timed out "
                                      "after 0.5 s")
     assert lines["disk"] == "[FAIL] disk: the check itself failed: RuntimeError: boom"
+
+
+def test_container_cpu_profile_with_the_real_image(cpu_image: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real CPU image: doctor reads its labels, runs its %test and writes into the
+    bound cache directory inside it."""
+    monkeypatch.chdir(tmp_path)
+    profile = tmp_path / "container-cpu.yaml"
+    profile.write_text(f"runtime: apptainer\nimage: {cpu_image}\ncache_dir: cache\n")
+    (tmp_path / "cache").mkdir()
+    result = CliRunner().invoke(doctor.doctor_command, ["--profile", str(profile)])
+    lines = verdicts(check_lines(result.output))
+    assert lines["apptainer"].startswith("[ok] apptainer: apptainer 1.")
+    assert lines["image"].startswith(f"[ok] image: {cpu_image}: lyricgen 0.1.0, commit ")
+    assert lines["image"].endswith(", CPU torch 2.13.0+cpu")
+    assert lines["image-test"].startswith("[ok] image-test: `apptainer test` passed: ok: "
+                                          "lyricgen 0.1.0 | torch 2.13.0+cpu (CPU) |")
+    assert lines["cache-dir"] == (f"[ok] cache-dir: {tmp_path}/cache is writable on the host "
+                                  "and inside the image")
+    if shutil.which("nvidia-smi") is None:
+        assert lines["gpu"] == ("[skip] gpu: no NVIDIA GPU on this node, and the image's torch "
+                                "is a CPU build")
+    assert result.exit_code == 0, result.output

@@ -1,7 +1,8 @@
 """Load on the real local SLURM: a sharded generate-grid is ONE throttled job array, handed
 over in ONE sbatch call (counted by an `sbatch` wrapper first on PATH; the one other call
-queues the run report's job), and every task ends COMPLETED. 200 tasks keep the test near 20 s on 2 cores; `bench/peer_slurm.py --tasks 1000`
-runs the full 1,000 (and Snakemake beside it)."""
+queues the run report's job), and every task ends COMPLETED. 200 tasks keep the test near
+20 s on 2 cores; `bench/peer_slurm.py --tasks 1000` runs the full 1,000 (and Snakemake
+beside it)."""
 
 from __future__ import annotations
 

@@ -120,3 +120,15 @@ def test_valid_values_are_kept_as_written(tmp_path: Path) -> None:
     assert profile.env == {"OMP_NUM_THREADS": "4", "LANG": "C.UTF-8"}
     assert (profile.image, profile.cache_dir) == ("img/x.sif", ".cache/hf")
     assert profile.modules == ("apptainer/1.3",) and profile.partition == "gpu,gpu-long"
+
+
+@pytest.mark.parametrize(("name", "executor"), [("container-cpu", "local"),
+                                                ("container-cpu-slurm", "slurm")])
+def test_container_cpu_profiles_name_the_cpu_image_and_its_def(name: str, executor: str) -> None:
+    from jobs.image import CPU_DEF, CPU_IMAGE
+
+    profile = load_profile(name, search_dirs=[REPO_PROFILES])
+    assert (profile.executor, profile.runtime) == (executor, "apptainer")
+    assert Path(profile.image or "") == CPU_IMAGE
+    assert REPO / (profile.image_def or "") == CPU_DEF
+    assert profile.cache_dir  # bound as the writable cache (the image is read-only)

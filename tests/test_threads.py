@@ -30,7 +30,7 @@ def test_threads_are_the_asked_count_capped_to_the_usable_cores(env, usable, thr
 
 def test_a_step_asking_for_more_threads_than_cores_gets_the_cores(tmp_path: Path) -> None:
     """The real CLI: a clean step told OMP_NUM_THREADS=64 runs with the usable cores, says so
-    on stderr and records it in provenance.json."""
+    on stdout (the job log) and records it in provenance.json."""
     (tmp_path / "songs.txt").write_text("Una canción\ncon dos versos\n\n<|fin|>\n", "utf-8")
     config = {"schema": 1, "kind": "clean", "job": "clean", "run_id": "t",
               "job_dir": str(tmp_path), "out_dir": str(tmp_path / "out"),
@@ -42,6 +42,6 @@ def test_a_step_asking_for_more_threads_than_cores_gets_the_cores(tmp_path: Path
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     cores = len(os.sched_getaffinity(0))
-    assert f"threads {cores} (OMP_NUM_THREADS=64 capped to the {cores} usable" in done.stderr
+    assert f"threads {cores} (OMP_NUM_THREADS=64 capped to the {cores} usable" in done.stdout
     record = json.loads((tmp_path / "out" / "provenance.json").read_text("utf-8"))
     assert record["threads"]["threads"] == cores

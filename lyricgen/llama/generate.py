@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lyricgen.llama.load import check_model_dir, load_model, load_tokenizer, resolve_precision
+from lyricgen.llama.load import load_for_inference
 from lyricgen.sampling import sample_next
 
 
@@ -38,26 +38,8 @@ class LlamaGenerator:
     def from_path(cls, path: str | Path, device: str = "auto", *, base: str | Path | None = None,
                   load_in_4bit: bool = False) -> LlamaGenerator:
         """Load a model dir or an adapter dir (with its base) for generation."""
-        path = Path(path)
-        adapter = (path / "adapter_config.json").is_file()
-        if adapter:
-            from lyricgen.llama.merge import adapter_base, tokenizer_dir
-
-            base_dir = check_model_dir(base if base is not None else adapter_base(path), "base")
-        else:
-            base_dir = check_model_dir(path, "model")
-        precision = resolve_precision(device, load_in_4bit)
-        model = load_model(base_dir, precision)
-        if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(path))
-            if not precision.quantize_4bit:
-                model = model.merge_and_unload()
-            tokenizer = load_tokenizer(tokenizer_dir(path, base_dir), padding_side="left")
-        else:
-            tokenizer = load_tokenizer(base_dir, padding_side="left")
-        model.eval()
+        model, tokenizer, precision = load_for_inference(
+            path, device, base=base, load_in_4bit=load_in_4bit, padding_side="left")
         return cls(model, tokenizer, precision.device)
 
     def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

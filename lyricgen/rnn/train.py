@@ -9,10 +9,11 @@ streams read in windows of `seq_len`; the hidden state is carried between window
 and reset at each epoch start. With `shuffle_songs` every epoch concatenates the songs in a
 new seeded order. AdamW (weight decay on matrices only), gradient clipping,
 warmup + cosine/linear decay following steps or, with `max_minutes`, the wall clock
-(lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate) runs
-after every epoch and every `eval_every` steps; `patience` validations without a new best stop
-the run. When `max_minutes` of wall clock (data loading and validations included) are spent
-the run stops, validates and checkpoints. CUDA uses autocast (bf16 where supported, else fp16
+(lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate, so
+a word model's unknown valid words are charged their spelling there too) runs after every
+epoch and every `eval_every` steps; `patience` validations without a new best stop the run.
+When `max_minutes` of wall clock (data loading and validations included) are spent the run
+stops, validates and checkpoints. CUDA uses autocast (bf16 where supported, else fp16
 with a GradScaler); CPU uses bf16 autocast where the cores have bf16 instructions, else fp32
 (`precision` overrides either). Master weights, optimizer state and validation stay fp32.
 
@@ -58,7 +59,7 @@ from tqdm import tqdm
 
 from lyricgen import dist, threads
 from lyricgen.errors import LyricgenInputError
-from lyricgen.evaluate import EvalResult, eval_result, score_ids
+from lyricgen.evaluate import EvalResult, eval_result, score_ids, unk_spelling_bits
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.params import check_world_size
 from lyricgen.plots import save_curves
@@ -175,6 +176,8 @@ class Trainer:
         self.state = TrainState()
         self.metrics = MetricsCsv(self.out_dir / "metrics.csv")
         self.valid_ids = self.vocab.encode(self.valid_text) if self.valid_text else []
+        self.valid_unk_bits = (unk_spelling_bits(self.vocab, self.valid_text)[0]
+                               if self.valid_text else 0.0)
         if resume:
             self._restore(resume)
             if self.is_main:
@@ -452,7 +455,8 @@ class Trainer:
                         device=self.device, shard=(self.dist.rank, self.dist.world_size))
         total = dist.all_reduce(torch.tensor(nll, dtype=torch.float64, device=self.device),
                                     self.dist)
-        return eval_result(float(total), self.valid_ids, self.valid_text or "")
+        return eval_result(float(total), self.valid_ids, self.valid_text or "",
+                           self.valid_unk_bits)
 
     def _log_validation(self, result: EvalResult) -> None:
         if not self.is_main:

@@ -268,7 +268,7 @@ class _Composer:
             chosen = torch.log_softmax(logits.float(), -1).gather(1, tokens[:, None])[:, 0]
             logp += torch.where(fed, chosen.double(), torch.zeros_like(logp))
             letter = torch.where(fed, self.tokens.ends_letter[tokens], letter)
-            state, logits = self.model.advance(state, tokens, fed)
+            state, logits = self._advance(state, logits, tokens, fed)
         for cand in cands:
             if cand.phase in (BODY, FINAL):
                 cand.phase = FAILED
@@ -278,6 +278,13 @@ class _Composer:
                             self.model.select(state, torch.tensor(picks,
                                                                   device=self.model.device)),
                             logits[picks])
+
+    def _advance(self, state: Any, logits: torch.Tensor, tokens: torch.Tensor,
+                 fed: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Feed `tokens` to the rows in `fed`; the other rows keep their state AND their
+        next-token logits (a finished candidate's are what its line continues from)."""
+        state, new = self.model.advance(state, tokens, fed)
+        return state, torch.where(fed[:, None], new, logits)
 
     def _sample(self, logits: torch.Tensor, temps: torch.Tensor, cands: list[_Candidate],
                 line: int, letter: torch.Tensor) -> torch.Tensor:
@@ -382,7 +389,7 @@ class _Composer:
         broken = torch.tensor([c.phase != DONE for c in kept], device=self.model.device)
         if bool(broken.any()):
             newline = torch.full((len(rows),), self.tokens.newline_id, device=self.model.device)
-            state, logits = self.model.advance(state, newline, broken)
+            state, logits = self._advance(state, logits, newline, broken)
         first = self.plan.scheme.lines[line].first
         for row, cand in zip(rows, kept, strict=True):
             ids = cand.ids + ([self.tokens.newline_id] if cand.phase != DONE else [])
