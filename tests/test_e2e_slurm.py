@@ -149,6 +149,11 @@ def test_cancel_running_job_cancels_its_dependent(slurm_cluster: object, fake_py
     code, report = wait_until(tmp_path, settled)
     assert code == 1
     assert states(report) == {"slow": ["CANCELLED"], "later": ["CANCELLED"]}
+    # the report job (afterany) runs although both ended badly, and leaves the jobs alone
+    assert "written by SLURM job" in submitted.stdout
+    page = Path(report["run_dir"]) / "report.html"
+    wait_until(tmp_path, lambda _: page.is_file())
+    assert f"cancelled by {getpass.getuser()} (jobctl cancel)" in page.read_text()
     slow, later = report["jobs"]
     assert slow["tasks"][0]["reason"] == f"cancelled by {getpass.getuser()} (jobctl cancel)"
     assert slow["tasks"][0]["signal"] == "TERM"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.render import render_script, sbatch_log_path
+from jobs.render import render_report_script, render_script, sbatch_log_path
 from jobs.runtime import BASE_CONTAINER_ENV
 from jobs.spec import JobSpec, Profile, Resources, Task
 from jobs.taskstatus import STATUS_KEYS
@@ -146,6 +146,27 @@ def test_shellcheck_clean(name: str, tmp_path: Path) -> None:
         out = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)],
                              capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_report_script_runs_jobctl_report_with_the_profiles_options(tmp_path: Path) -> None:
+    """The SLURM job that writes the run report (jobs/executors/slurm.py submit_report)."""
+    run_dir = tmp_path / "my runs $HOME" / "20240101-000000-ab12"
+    text = render_report_script(run_dir, Path("/srv/lyricgen"), "/srv/venv/bin/python", "gpu",
+                                {"account": "lyrics"})
+    header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert header == ["#SBATCH --job-name=lyricgen-report", "#SBATCH --cpus-per-task=1",
+                      "#SBATCH --mem=1G", "#SBATCH --time=00:15:00",
+                      "#SBATCH --partition=gpu", "#SBATCH --account=lyrics"]
+    assert text.splitlines()[-1] == ("exec /srv/venv/bin/python -m jobs.cli report "
+                                     f"'{run_dir}'")
+    if shutil.which("shellcheck"):
+        script = tmp_path / "report.sh"
+        script.write_text(text)
+        out = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stdout
+    with pytest.raises(ValueError, match="one word"):
+        render_report_script(run_dir, Path("/srv"), "python", None, {"qos": "a b"})
 
 
 def test_multi_node_header_asks_one_task_per_node() -> None:
@@ -379,6 +400,7 @@ def test_apptainer_forwards_set_variables_by_name(tmp_path: Path) -> None:
     assert "tok en'$x" not in script.read_text()
     assert (out / "forwarded").read_text().splitlines() == [
         "APPTAINERENV_GENIUS_ACCESS_TOKEN=tok en'$x",
+        f"APPTAINERENV_LYRICGEN_GPU_PEAK_FILE={job_dir}/status/.gpu-peak.0",
         "APPTAINERENV_PYTHONUNBUFFERED=1",
         "APPTAINERENV_SLURM_JOB_ID=9",
         "APPTAINERENV_TOKENIZERS_PARALLELISM=false",

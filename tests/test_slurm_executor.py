@@ -363,8 +363,8 @@ def test_memory_kill_is_out_of_memory_never_completed(run: Run,
         f"SubmitTime={stamp(now)}"], done=[])
     a, grid, b = collect_status(run)
     task = a.tasks[0]
-    assert (task.state, task.reason, task.signal) == ("OUT_OF_MEMORY", "out of memory (--mem=2G)",
-                                                      "KILL")
+    assert (task.state, task.reason, task.signal) == (  # jobacct_gather's 646041600 bytes
+        "OUT_OF_MEMORY", "out of memory: used 616M of --mem=2G", "KILL")
     assert a.state == "OUT_OF_MEMORY"
     killed = grid.tasks[1]  # no SLURM record left, killed on this machine: not RUNNING
     assert (killed.state, killed.exit_code) == ("FAILED", None)
@@ -372,6 +372,26 @@ def test_memory_kill_is_out_of_memory_never_completed(run: Run,
     assert grid.state == "FAILED"
     assert grid.reason.startswith("2 CANCELLED, 1 FAILED; task 1: killed (SIGKILL?)")
     assert (b.state, b.reason) == ("CANCELLED", "dependency failed (grid)")
+
+
+def test_a_cgroup_oom_kill_reports_the_peak_job_sh_recorded(
+        run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cgroup enforcement kills lyricgen only: job.sh records FAILED 137 with the cgroup's
+    peak, and the log names the OOM kill without a figure."""
+    now = time.time()
+    submitted(run, {"a": "10", "grid": "11"}, now)
+    write_task_status(run.dir / "a", 0, "FAILED", "", exit_code=137)
+    status = json.loads((run.dir / "a" / "status" / "0.json").read_text())
+    status.update(peak_rss_bytes=2 ** 31, peak_rss_source="cgroup-v2")
+    (run.dir / "a" / "status" / "0.json").write_text(json.dumps(status))
+    (run.dir / "a" / "logs" / "slurm-10.out").write_text(
+        "slurmstepd: error: Detected 1 oom_kill event in StepId=10.batch.\n")
+    fake_sources(monkeypatch, live=[], done=[])
+    task = collect_status(run)[0].tasks[0]
+    assert (task.state, task.exit_code) == ("OUT_OF_MEMORY", 137)
+    assert task.reason == "out of memory: used 2.0G of --mem=2G"
+    assert (task.usage.peak_rss_bytes, task.usage.peak_rss_source, task.mem) == (
+        2 ** 31, "cgroup-v2", "2G")
 
 
 def test_a_lost_answer_takes_the_id_job_sh_recorded(run: Run,
