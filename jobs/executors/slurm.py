@@ -25,6 +25,10 @@ which name causes that SLURM's state may not: `Exceeded job memory limit` (memor
 by jobacct_gather OverMemoryKill: SLURM 22.05 then says FAILED, signal 9) and `oom-kill
 event` (cgroup) -> OUT_OF_MEMORY; `DUE TO TIME LIMIT` -> TIMEOUT; `DUE TO PREEMPTION` ->
 PREEMPTED; `DUE TO NODE FAILURE` -> NODE_FAIL. So a job killed for memory is never COMPLETED.
+A multi-node task that still reads FAILED names the node whose task failed first, from srun's
+`srun: error: NODE: task N: WHAT` lines after job.sh's last `job.sh: rendezvous at` line (the
+current attempt of a requeued job): `exit code 137 (SIGKILL); first failure: node n2 task 1
+Killed (srun)`. With --kill-on-bad-exit srun stops the other nodes, whose own failures follow.
 """
 
 from __future__ import annotations
@@ -93,6 +97,9 @@ _LOG_CAUSES = (
     ("NODE_FAIL", re.compile(r"slurmstepd.*CANCELLED AT \S+ DUE TO NODE FAIL")),
 )
 LOG_TAIL = 64 * 1024
+# srun's line for a task that failed, and job.sh's line at the start of a multi-node attempt.
+_SRUN_TASK_FAILED = re.compile(r"srun: error: (\S+): tasks? ([0-9,-]+): ([^\r\n]+)")
+_ATTEMPT_START = "job.sh: rendezvous at "
 
 SlurmRecords = tuple[dict[tuple[str, int], dict[str, str]], dict[str, dict[str, str]]]
 
@@ -286,7 +293,7 @@ class SlurmExecutor(Executor):
                 break
         state = _merged_state(task, job_id, status, slurm)
         if state.state in (FAILED, CANCELLED) and state.reason != NOT_STARTED:
-            state = _cause_from_log(state, task_log_path(job, task))
+            state = _cause_from_log(state, _log_tail(task_log_path(job, task)))
         return _with_limits(state, submission.get("resources") or job["spec"]["resources"])
 
     def cancel(self, run: Run, record: Mapping[str, Any], jobs: Sequence[str]) -> list[str]:
@@ -333,20 +340,38 @@ def log_cause(text: str) -> str | None:
     return None
 
 
-def _cause_from_log(state: TaskState, log: Path | None) -> TaskState:
-    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it."""
+def first_failed_node(text: str) -> str | None:
+    """`node n2 task 1 Killed (srun)` from srun's first task failure in the current attempt
+    (see module docstring), None without one."""
+    found = _SRUN_TASK_FAILED.search(text, max(0, text.rfind(_ATTEMPT_START)))
+    return f"node {found[1]} task {found[2]} {found[3].strip()} (srun)" if found else None
+
+
+def _log_tail(log: Path | None) -> str | None:
+    """The last LOG_TAIL bytes of a log as text; None when there is none."""
     if log is None:
-        return state
+        return None
     try:
         with log.open("rb") as handle:
             handle.seek(max(0, log.stat().st_size - LOG_TAIL))
-            text = handle.read().decode("utf-8", errors="replace")
+            return handle.read().decode("utf-8", errors="replace")
     except OSError:
+        return None
+
+
+def _cause_from_log(state: TaskState, text: str | None) -> TaskState:
+    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it; a
+    FAILED one still without such a cause adds the node that failed first, if any."""
+    if text is None:
         return state
     cause = log_cause(text)
-    if cause is None:
+    if cause is not None:
+        return replace(state, state=cause, reason=_END_REASONS[cause])
+    node = first_failed_node(text) if state.state == FAILED else None
+    if node is None:
         return state
-    return replace(state, state=cause, reason=_END_REASONS[cause])
+    return replace(state, reason=f"{state.reason}; first failure: {node}" if state.reason
+                   else f"first failure: {node}")
 
 
 def _with_limits(state: TaskState, resources: Mapping[str, Any]) -> TaskState:
