@@ -27,12 +27,11 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from test_distributed_e2e import PIPELINE, assert_same_finetune
-from test_preemption_e2e import jobctl, task_status, wait_for
+from test_preemption_e2e import jobctl, release, usr1_until_requeued, wait_for
 from test_rnn_distributed import assert_same_training
 from tiny_llama import build_tiny_llama
 
@@ -200,12 +199,19 @@ def reference(pair: dict[str, dict]) -> Path:
     return Path(pair["train-1"]["out_dir"])
 
 
+def training_two_nodes(project: Path, runs: str) -> tuple[dict, str, Path]:
+    """Submit two.yaml into `runs` and wait for its first checkpoint: (the job's status
+    record, its SLURM job id, its out dir)."""
+    submit(project, "two.yaml", runs)
+    job = report(project, runs)["train"]
+    out = Path(job["out_dir"])
+    wait_for("a first checkpoint", lambda: (out / "checkpoint/last.pt").exists())
+    return job, job["tasks"][0]["job_id"], out
+
+
 def test_a_node_that_dies_fails_the_job_and_resubmit_resumes_it(
         pair: dict[str, dict], nodes: list[str], project: Path) -> None:
-    submit(project, "two.yaml", "runs-kill")
-    job = report(project, "runs-kill")["train"]
-    job_id, out = job["tasks"][0]["job_id"], Path(job["out_dir"])
-    wait_for("a first checkpoint", lambda: (out / "checkpoint/last.pt").exists())
+    job, job_id, out = training_two_nodes(project, "runs-kill")
     batch_node = check_rendezvous(log_of(job), nodes)
     other = wait_for("the other node's processes", lambda: next(
         ((node, pids) for node in nodes if node != batch_node
@@ -233,17 +239,8 @@ def test_a_node_that_dies_fails_the_job_and_resubmit_resumes_it(
 
 def test_sigusr1_reaches_every_node_and_the_requeued_job_resumes(
         pair: dict[str, dict], nodes: list[str], project: Path) -> None:
-    submit(project, "two.yaml", "runs-preempt")
-    job = report(project, "runs-preempt")["train"]
-    job_id, out = job["tasks"][0]["job_id"], Path(job["out_dir"])
-    wait_for("a first checkpoint", lambda: (out / "checkpoint/last.pt").exists())
-    signalled = subprocess.run(["scancel", "--signal=USR1", "--batch", job_id],
-                               capture_output=True, text=True, timeout=60, check=False)
-    assert signalled.returncode == 0, signalled.stderr
-
-    requeued = wait_for("job.sh to record its end", lambda: (
-        (found := task_status(job)).get("state") not in (None, "RUNNING") and found))
-    assert requeued["state"] == "REQUEUED", f"the signal came too late: {requeued}"
+    job, _, out = training_two_nodes(project, "runs-preempt")
+    requeued = usr1_until_requeued(job)
     log = log_of(job)
     # Each node's torchrun forwarded the signal to its worker (torchrun's own log lines),
     # and both ranks stopped after the same step: rank 0 wrote that one checkpoint.
@@ -253,11 +250,7 @@ def test_sigusr1_reaches_every_node_and_the_requeued_job_resumes(
     held = wait_for("SLURM to hold the requeued job", lambda: (
         (state := report(project, "runs-preempt")["train"])["state"] == "PENDING" and state))
     assert "requeued 1x" in held["reason"], held
-    # As in test_preemption_e2e: slurmd refuses a launch in the second of the requeue.
-    time.sleep(max(0.0, requeued["finished"] + 3 - time.time()))
-    lift = subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert lift.returncode == 0, lift.stderr
+    release(requeued)
 
     done = settled(project, "runs-preempt")["train"]
     assert (done["state"], done["tasks"][0]["reason"]) == ("COMPLETED", "requeued 1x")
