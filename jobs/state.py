@@ -6,7 +6,7 @@ Layout (one run = one `jobctl submit`/`jobctl run`):
     RUNS/<run-id>/<job>/job.sh        exactly what was submitted (jobs.render)
     RUNS/<run-id>/<job>/config.json   lyricgen's input (format: lyricgen/context.py, schema 1)
     RUNS/<run-id>/<job>/logs/         slurm-%j.out, slurm-%A_%a.out or local-<task>.out
-    RUNS/<run-id>/<job>/status/       <task>.json written by job.sh (format: jobs/render.py)
+    RUNS/<run-id>/<job>/status/       <task>.json written by job.sh (format: jobs/taskstatus.py)
     RUNS/<run-id>/<job>/out/          the job's outputs (out/<task>/ for array tasks)
     RUNS/.cache.json                  cache index (jobs.cache)
 
@@ -27,10 +27,9 @@ import json
 import os
 import re
 import secrets
-import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,40 +127,6 @@ class Run:
             change(record)
             atomic_write_json(self.record_path, record)
         return record
-
-    def task_status(self, record: Mapping[str, Any], job: str, task: int) -> dict[str, Any] | None:
-        """The task's status file written by job.sh (or by jobctl for tasks that never ran)."""
-        directory = record["jobs"][job].get("job_dir")
-        if directory is None:
-            return None
-        status = read_json(Path(directory) / "status" / f"{task}.json")
-        return status if isinstance(status, dict) and "state" in status else None
-
-
-def write_task_status(job_dir: Path, task: int, state: str, reason: str,
-                      exit_code: int | None = None) -> None:
-    """A status file for a task that job.sh did not (or could not) write itself: PENDING
-    before a local start, CANCELLED for dependency failures and cancellations. Same keys
-    as job.sh's own (format: jobs/render.py)."""
-    now = int(time.time())
-    finished = None if state == "PENDING" else now
-    atomic_write_json(job_dir / "status" / f"{task}.json", {
-        "schema": 2, "task": task, "state": state, "exit_code": exit_code, "signal": None,
-        "reason": reason, "requeues": 0, "host": socket.gethostname(), "slurm_job_id": None,
-        "slurm_array_job_id": None, "pid": None, "started": None, "finished": finished,
-    })
-
-
-def archive_task_status(job_dir: Path, task: int) -> None:
-    """Move a task's status file to status/history/ before the task runs again, so that a
-    stale FAILED never hides the new attempt."""
-    current = job_dir / "status" / f"{task}.json"
-    if not current.exists():
-        return
-    history = job_dir / "status" / "history"
-    history.mkdir(parents=True, exist_ok=True)
-    attempt = len(list(history.glob(f"{task}.*.json"))) + 1
-    os.replace(current, history / f"{task}.{attempt}.json")
 
 
 def list_runs(runs_dir: Path) -> list[Run]:

@@ -6,7 +6,8 @@ message (the caller prefixes file, line and key). Input kinds (Param.input):
 - "file": a readable regular file;
 - "dir": a readable directory;
 - "file_or_dir": either;
-- "model_dir": a local transformers model directory (config.json inside). A Hub id such as
+- "model_dir": a local transformers model directory (a config.json with a model_type; a
+  jobctl job dir has a config.json too). A Hub id such as
   `meta-llama/Meta-Llama-3-8B` is refused with a hint: nothing is ever downloaded;
 - "model": what generate-grid and evaluate load (`model_kind_of`): a train-rnn out dir, its
   checkpoint/ dir or a .pt file, or a LLaMA dir (config.json, or adapter_config.json whose
@@ -25,7 +26,6 @@ import re
 from pathlib import Path
 
 RNN_CHECKPOINTS = ("best.pt", "last.pt")
-LLAMA_MARKERS = ("adapter_config.json", "config.json")
 INPUT_KINDS = ("file", "dir", "file_or_dir", "model_dir", "model", "grid")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_EXPECTED = ("a train-rnn out dir, its checkpoint/ dir or a .pt file, or a LLaMA dir "
@@ -63,7 +63,7 @@ def model_kind_of(path: Path) -> str | None:
         for directory in (path / "checkpoint", path):
             if any((directory / name).is_file() for name in RNN_CHECKPOINTS):
                 return "rnn"
-        if any((path / name).is_file() for name in LLAMA_MARKERS):
+        if (path / "adapter_config.json").is_file() or _model_dir(path) is None:
             return "llama"
     return None
 
@@ -86,9 +86,18 @@ def _file_or_dir(target: Path) -> str | None:
 
 def _model_dir(target: Path) -> str | None:
     problem = _dir(target)
-    if problem is None and not (target / "config.json").is_file():
+    if problem is not None:
+        return problem
+    config = target / "config.json"
+    if not config.is_file():
         return f"{target}: not a model directory (no config.json)"
-    return problem
+    try:
+        found = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{config}: not a readable transformers config ({exc})"
+    if not isinstance(found, dict) or "model_type" not in found:  # e.g. a jobctl job dir
+        return f"{target}: not a transformers model directory (config.json has no model_type)"
+    return None
 
 
 def _model(target: Path) -> str | None:

@@ -13,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 TRACKED_PACKAGES = ("lyricgen", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                    "tokenizers", "lyricsgenius", "numpy", "pandas", "click", "PyYAML", "Jinja2",
-                    "filelock")
+                    "tokenizers", "safetensors", "gguf", "lyricsgenius", "numpy", "pandas",
+                    "click", "PyYAML", "Jinja2", "filelock")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -282,7 +282,8 @@ FINETUNE_LLAMA = Kind(
                          min=1),
         "save_every": _p("int", 100, "checkpoint every N optimizer steps (and at the end)",
                          min=1),
-        "keep_checkpoints": _p("int", 2, "newest checkpoints kept", min=1),
+        "keep_checkpoints": _p("int", 2, "newest checkpoints kept (at least 2, so a torn newest "
+                                         "one has a fallback)", min=2),
         "gradient_checkpointing": _p("bool", True, "recompute activations (less memory)"),
         "seed": _p("int", 42, "LoRA init, data order and dropout seed", min=0),
         "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),

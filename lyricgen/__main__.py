@@ -1,7 +1,8 @@
 """`python -m lyricgen KIND --config config.json [--task N]`, plus utility subcommands.
 
-Exit codes: 0 success, 1 failure, 2 bad input (one line on stderr, no traceback), 75 stopped
-by SIGUSR1/SIGTERM after saving a checkpoint (lyricgen.preempt; run it again to resume).
+Exit codes: 0 success, 1 failure (an output that could not be written, e.g. a full disk: one
+line naming the file), 2 bad input (one line on stderr, no traceback), 75 stopped by
+SIGUSR1/SIGTERM after saving a checkpoint (lyricgen.preempt; run it again to resume).
 The task index defaults to $SLURM_ARRAY_TASK_ID, then 0.
 """
 
@@ -14,9 +15,10 @@ from pathlib import Path
 import click
 
 from lyricgen.context import load_config, write_provenance
-from lyricgen.errors import LyricgenInputError
+from lyricgen.errors import LyricgenInputError, LyricgenWriteError
 from lyricgen.kinds import ENTRY_POINTS, load_runner
 from lyricgen.preempt import Preempted
+from lyricgen.threads import apply_threads
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,9 +39,12 @@ def _make_kind_command(kind: str) -> click.Command:
         if config_kind != kind:
             raise LyricgenInputError(f"{config_path}: kind: is {config_kind!r}, not {kind!r}")
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        threads, reason = apply_threads()  # before the kind's module imports torch
+        click.echo(f"lyricgen: {kind}: threads {reason}")  # stdout: errors keep stderr
         extra = load_runner(kind)(params, ctx)
         if os.environ.get("RANK", "0") == "0":  # torchrun/srun: only rank 0 writes
-            write_provenance(ctx, params, extra if isinstance(extra, dict) else None)
+            record = {"threads": {"threads": threads, "reason": reason}}
+            write_provenance(ctx, params, {**record, **(extra if isinstance(extra, dict) else {})})
 
     return command
 
@@ -65,32 +70,50 @@ def merge_command(base: Path | None, adapter: Path, out_dir: Path, dtype: str) -
     click.echo(merge_adapter(adapter, out_dir, base, dtype=dtype))
 
 
+@cli.command(name="import-model")
+@click.option("--gguf", "gguf_path", required=True, type=click.Path(path_type=Path),
+              help="GGUF file of a Llama-family model (general.architecture llama)")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="new model directory (must not exist, or be empty)")
+@click.option("--dtype", default="float32", type=click.Choice(["float32", "bfloat16"]),
+              help="dtype of the saved (dequantised) weights")
+def import_model_command(gguf_path: Path, out_dir: Path, dtype: str) -> None:
+    """Import a GGUF (llama.cpp / Ollama export) as a local model directory."""
+    import time
+
+    from lyricgen.llama.import_gguf import import_gguf, output_bytes
+
+    started = time.perf_counter()
+    out = import_gguf(gguf_path, out_dir, dtype=dtype)
+    click.echo(f"{out}: {output_bytes(out) / 1e6:.0f} MB, imported in "
+               f"{time.perf_counter() - started:.0f} s")
+
+
 @cli.command(name="evaluate")
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="train-rnn out dir, its checkpoint/ dir or a .pt file")
+@click.option("--model", "--checkpoint", "model", required=True, type=click.Path(path_type=Path),
+              help="train-rnn out dir, its checkpoint/ dir or a .pt file; or a LLaMA model dir "
+                   "(config.json) or LoRA adapter dir (adapter_config.json)")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="text file in the marker format")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]))
-def evaluate_command(checkpoint: Path, data: Path, as_json: bool, device: str) -> None:
-    """Bits per character and perplexity of a trained RNN model on a text file."""
-    from lyricgen.evaluate import evaluate_checkpoint, format_report
+@click.option("--window", type=click.IntRange(min=2), default=None,
+              help="LLaMA: tokens per forward pass (default min(1024, max positions))")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="LLaMA: new tokens scored per window (default window / 2)")
+@click.option("--base", type=click.Path(path_type=Path), default=None,
+              help="LLaMA adapter: base model dir (default: the adapter's recorded base)")
+def evaluate_command(model: Path, data: Path, as_json: bool, device: str, window: int | None,
+                     stride: int | None, base: Path | None) -> None:
+    """Bits per character and perplexity of an RNN or LLaMA model on a text file (one scale
+    for every family: see lyricgen/evaluate.py)."""
+    from lyricgen.evaluate import evaluate_model, format_report
 
-    click.echo(format_report(evaluate_checkpoint(checkpoint, data, device), as_json))
-
-
-def _match_threads_to_allocation() -> None:
-    """Use as many intra-op threads as SLURM gave the task (torch reads OMP_NUM_THREADS at
-    import). Without this, torch takes every core of a shared node. An explicit
-    OMP_NUM_THREADS wins."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = cpus
-        os.environ.setdefault("MKL_NUM_THREADS", cpus)
+    report = evaluate_model(model, data, device, window=window, stride=stride, base=base)
+    click.echo(format_report(report, as_json))
 
 
 def main(argv: list[str] | None = None) -> None:
-    _match_threads_to_allocation()
     try:
         cli.main(args=argv, prog_name="lyricgen", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -101,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("lyricgen: interrupted", err=True)
         sys.exit(130)
-    except LyricgenInputError as exc:
+    except (LyricgenInputError, LyricgenWriteError) as exc:
         click.echo(f"lyricgen: error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except Preempted as exc:
         click.echo(f"lyricgen: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -36,6 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lyricgen import threads
 from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
 from lyricgen.generation import TextGenerator, load_generator, model_kind_of
@@ -363,7 +364,8 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     write_grid(ctx.out_dir, grid)
     summary = {"model_kind": kind, "cells": len(records), "batches": len(batch_ids),
                "chars": sum(len(t) for t in texts.values()), "seconds": round(seconds, 3),
-               "verse_lines_forced": forced}
+               "verse_lines_forced": forced, **{f"threads_{k}": v for k, v in
+                                                threads.applied().items()}}
     atomic_write_json(ctx.out_dir / "metrics.json", {**summary, **grid["aggregates"]})
     if shard is None:
         from lyricgen.report import write_report  # matplotlib + Jinja only where needed

@@ -1,17 +1,26 @@
-"""Atomic, durable file writes: write to a temp file in the same directory, fsync, rename.
+"""Atomic, durable file writes: write to a temp file in the same directory, fsync, rename,
+fsync the directory. Every file lyricgen writes goes through here (directories through
+`publish_dir`).
 
 A reader never sees a half-written file, and a crash leaves either the old or the new content.
+A write that fails (disk full, quota, I/O error: any OSError) raises LyricgenWriteError, one
+line naming the file (exit 1 from `python -m lyricgen`), after removing its temp file: the
+file keeps its previous content. A failed append (`append_jsonl`, metrics.csv rows) raises it
+too; there the last line may be torn (read_jsonl(..., repair=True) drops it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from lyricgen.errors import LyricgenInputError
+from lyricgen.errors import LyricgenInputError, LyricgenWriteError
 
 
 def _read_umask() -> int:
@@ -23,10 +32,29 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()  # read once at import: os.umask is process-global
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def write_error(path: Path, exc: OSError) -> LyricgenWriteError:
+    """The one-line error for a failed atomic write of `path`."""
+    return LyricgenWriteError(f"{path}: cannot write ({_reason(exc)}); nothing partial was "
+                              "left and its previous version, if any, is intact")
+
+
+def append_error(path: Path, exc: OSError) -> LyricgenWriteError:
+    """The one-line error for a failed append to `path` (its last line may be torn)."""
+    return LyricgenWriteError(f"{path}: cannot append ({_reason(exc)})")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write `data` to `path` atomically and durably (see the module docstring)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -34,10 +62,77 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp, path)
-    except BaseException:
+        _fsync_dir(path.parent)
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
     return path
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make `previous` hold what `path` holds now (a hard link, or a copy where the file
+    system has none), replacing it atomically; nothing when `path` does not exist. Call it
+    before replacing `path` to keep the version it replaces. LyricgenWriteError on failure."""
+    if not path.is_file():
+        return
+    tmp = previous.with_name(f".{previous.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(path, tmp)
+    except OSError:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise write_error(previous, exc) from exc
+        atomic_write_bytes(previous, data)
+        return
+    try:
+        os.replace(tmp, previous)
+        _fsync_dir(previous.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(previous, exc) from exc
+
+
+def publish_dir(tmp: Path, final: Path) -> Path:
+    """Move a fully written directory `tmp` to `final`, replacing an older one: readers see the
+    old or the new directory, except for the instant between the two renames (the old one is
+    kept as `.NAME.old` until the new one is in place). Files get the usual shared mode
+    (`share_files`). LyricgenWriteError (naming `final`)
+    when the files cannot be synced or moved; `tmp` is then removed and an older `final` kept."""
+    old = final.with_name(f".{final.name}.old")
+    share_files(tmp)
+    try:
+        _fsync_tree(tmp)
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise write_error(final, exc) from exc
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (the new directory entry)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -49,16 +144,42 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
+def share_files(root: str | Path) -> None:
+    """Give every file under `root` the mode an ordinary write would (0666 minus the umask):
+    libraries that write through temp files (safetensors) leave 0600, unreadable to the group
+    sharing a run directory."""
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            os.chmod(path, _FILE_MODE)
+
+
+def sha256_file(path: str | Path, progress: bool = False) -> str:
+    """Hex sha256 of a file, read in 8 MiB chunks (a tqdm bar on stderr with progress=True)."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle, tqdm(total=os.path.getsize(path), unit="B",
+                                          unit_scale=True, desc="sha256",
+                                          disable=not progress) as bar:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync, so a record that was reported saved survives a kill.
 
     A crash can leave at most a partial LAST line; `read_jsonl(..., repair=True)` drops it.
     """
     line = json.dumps(record, ensure_ascii=False) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise append_error(Path(path), exc) from exc
 
 
 def read_jsonl(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:

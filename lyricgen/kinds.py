@@ -17,7 +17,7 @@ ENTRY_POINTS: dict[str, str] = {
     "clean": "lyricgen.corpus.clean",
     "train-rnn": "lyricgen.rnn.train",
     "generate-grid": "lyricgen.grid",
-    "report": "lyricgen.report",
+    "report": "lyricgen.grid_report",
     "finetune-llama": "lyricgen.llama.finetune",
 }
 CONFIGS: dict[str, str] = {
@@ -25,7 +25,7 @@ CONFIGS: dict[str, str] = {
     "clean": "lyricgen.corpus.clean:CleanParams",
     "train-rnn": "lyricgen.rnn.config:TrainConfig",
     "generate-grid": "lyricgen.grid:GridSpec",
-    "report": "lyricgen.report:ReportParams",
+    "report": "lyricgen.grid_report:ReportParams",
     "finetune-llama": "lyricgen.llama.params:FinetuneParams",
 }
 

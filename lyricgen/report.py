@@ -1,4 +1,4 @@
-"""The HTML report of a generation grid, its metrics-vs-temperature PNG, and the `report` kind.
+"""The HTML report of a generation grid and its metrics-vs-temperature PNG.
 
 `write_report(out_dir, grid)` writes `metrics_by_temperature.png` and a self-contained
 `report.html` (the PNG embedded as base64): parameters, per-mode-and-temperature means, and the
@@ -9,9 +9,8 @@ so verse and free cells compare at a glance. Generated text is untrusted: the te
 rendered with autoescape ON for every name (select_autoescape would leave a `.j2` template
 unescaped) and StrictUndefined.
 
-The `report` kind (params: `grid`, a generate-grid out dir or grid.json) merges the shard
-grids of an array job (`out/<i>/grid.json`) into one grid.json + cells/ + report in its own out
-dir; for a single-task grid it rebuilds the same files.
+The `report` kind, which merges a sharded grid and calls `write_report`, is
+lyricgen/grid_report.py (so that this module, which lyricgen.grid uses, needs nothing of it).
 """
 
 from __future__ import annotations
@@ -20,17 +19,13 @@ import base64
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
-from lyricgen.context import RunContext
-from lyricgen.grid import load_grids, merge_grids, write_grid
-from lyricgen.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from lyricgen.params import build_config
+from lyricgen.io import atomic_write_bytes, atomic_write_text
 
 PLOT_NAME = "metrics_by_temperature.png"
 REPORT_NAME = "report.html"
@@ -51,17 +46,6 @@ PANELS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("length (mean per continuation)", ("words", "lines"), False),
 )
 VERSE_PANEL = ("verse (share of the scheme's lines)", VERSE_METRICS, True)
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    """The report kind's params (kindspec.registry REPORT)."""
-
-    grid: Path
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> ReportParams:
-        return build_config(cls, "report", params)
 
 
 def plot_metrics(grid: dict[str, Any]) -> bytes:
@@ -150,15 +134,3 @@ def write_report(out_dir: Path, grid: dict[str, Any]) -> Path:
     png = plot_metrics(grid)
     atomic_write_bytes(out_dir / PLOT_NAME, png)
     return atomic_write_text(out_dir / REPORT_NAME, render_html(grid, png))
-
-
-def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """The `report` kind: merge a generate-grid job's grid(s) and write the report."""
-    source = ReportParams.from_params(params).grid
-    grids = load_grids(source)
-    grid = merge_grids(grids, source)
-    write_grid(ctx.out_dir, grid)
-    write_report(ctx.out_dir, grid)
-    summary = {"shards": len(grids), "cells": len(grid["cells"])}
-    atomic_write_json(ctx.out_dir / "metrics.json", {**summary, **grid["aggregates"]})
-    return summary

@@ -39,8 +39,10 @@ class BigramLines:
 
     def advance(self, state: torch.Tensor, tokens: torch.Tensor, active: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inactive rows keep their state and get zero logits, as the protocol allows (the
+        RNN backend does the same): compose must not rely on them."""
         state = torch.where(active, tokens, state)
-        return state, self.table[state]
+        return state, torch.where(active[:, None], self.table[state], 0.0)
 
     def select(self, state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return state[rows]

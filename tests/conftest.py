@@ -96,7 +96,9 @@ FAKE_PYTHON = '''\
 
 Reads the task's params from CFG. Behaviour comes from the file named by the `input` param,
 one directive per line: `fail CODE`, `fail-seeds S1 S2 ... CODE`, `sleep SECONDS`,
-`alloc MIB` (hold that many MiB, written so that they are resident, until the end).
+`alloc MIB` (hold that many MiB, written so that they are resident, until the end),
+`notify FIFO` (write a line into it: blocks until the test reads) and `wait FIFO` (block
+until the test writes into it); both do nothing when FIFO does not exist.
 On success writes every output of the kind (kindspec.registry) into the task's out dir (one line
 naming job and task, so directives do not leak downstream); always writes `fake.json` with
 the SLURM_* environment, params and times it saw.
@@ -126,6 +128,12 @@ for line in Path(params["input"]).read_text().splitlines():
         code = int(words[1])
     elif words[:1] == ["fail-seeds"] and str(params.get("seed")) in words[1:-1]:
         code = int(words[-1])
+    elif words[:1] == ["notify"] and os.path.exists(words[1]):
+        with open(words[1], "w") as fifo:
+            fifo.write(f"{{os.getpid()}}\\n")
+    elif words[:1] == ["wait"] and os.path.exists(words[1]):
+        with open(words[1]) as fifo:
+            fifo.read()
 env = {{k: v for k, v in os.environ.items() if k.startswith("SLURM_")}}
 (out / "fake.json").write_text(json.dumps({{"env": env, "params": params, "task": task,
                                            "started": started, "ended": time.time()}}))

@@ -106,6 +106,25 @@ def test_run_then_cached_rerun_then_forced(manifest: Path) -> None:
     assert forced.exit_code == 0 and "skipped" not in forced.stdout
 
 
+def tree(directory: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in directory.rglob("*")}
+
+
+def test_status_writes_nothing(manifest: Path, tmp_path: Path) -> None:
+    """Not even the cache index: the local executor indexes what it completed, and the
+    cache finds other completed jobs by scanning the runs."""
+    (tmp_path / "grid.txt").write_text("fail-seeds 2 1\n")
+    assert jobctl("run", str(manifest)).exit_code == 1
+    (tmp_path / "runs" / ".cache.json").unlink()
+    before = tree(tmp_path / "runs")
+    assert jobctl("status").exit_code == 1
+    assert status_json()["jobs"][0]["state"] == "COMPLETED"
+    assert tree(tmp_path / "runs") == before
+    again = jobctl("run", str(manifest))
+    assert "prep             skipped: cached from" in again.stdout
+
+
 def test_failed_task_then_resubmit_only_what_failed(manifest: Path, tmp_path: Path) -> None:
     (tmp_path / "grid.txt").write_text("fail-seeds 2 4\n")
     failed = jobctl("run", str(manifest))
@@ -261,7 +280,7 @@ def test_run_refuses_multi_node_jobs_before_creating_a_run(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "base" / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "t.jsonl").write_text("{}\n")
     (tmp_path / "m.yaml").write_text(
         "jobs:\n  - kind: finetune-llama\n    name: ft\n"

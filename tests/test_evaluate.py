@@ -133,3 +133,40 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
             evaluate_checkpoint(checkpoint, data, "cpu")
         assert "\n" not in str(info.value)
 
+
+
+def test_unknown_words_are_charged_their_spelling():
+    """Vocabulary characters {l, a, u, n, newline, <, |, f, i, >}: K = 10 + end + escape = 12.
+    "sol" spells 3 characters + end, two of them (s, o) outside the alphabet; "ñu" 2 + end,
+    one outside."""
+    from lyricgen.evaluate import CODE_POINT_BITS, unk_spelling_bits
+
+    vocab = Vocab("word", ["<unk>", "la", "luna", "\n", "<|fin|>"])
+    text = "la sol\nluna ñu\n"
+    expected = 4 * math.log2(12) + 2 * CODE_POINT_BITS + 3 * math.log2(12) + CODE_POINT_BITS
+    bits, description = unk_spelling_bits(vocab, text)
+    assert bits == pytest.approx(expected)
+    assert "log2(12)" in description
+    model = uniform_model(len(vocab))
+    result = evaluate_text(model, vocab, text)
+    assert result.unk_bits == pytest.approx(expected)
+    assert result.unk_rate == pytest.approx(2 / 6)
+    assert result.bpc == pytest.approx((result.nll_bits + expected) / len(text))
+    assert result.nll_bits == pytest.approx(6 * math.log2(len(vocab)))
+    assert unk_spelling_bits(vocab, "la luna\n")[0] == 0.0
+
+
+def test_word_model_report_names_its_unk_charge(text):
+    """A word vocabulary from half the text leaves unknown words in the other half: the
+    report's bpc is the model's NLL plus their spelling, and says which charge it used."""
+    from lyricgen.evaluate import result_of
+
+    vocab = Vocab.build(text[: len(text) // 2], "word", min_count=1)
+    result = evaluate_text(uniform_model(len(vocab)), vocab, text)
+    assert result.unk_rate > 0.05 and result.unk_bits > 0
+    unknown = sum(1 for i in vocab.encode(text) if i == 0)
+    optimistic = result_of(result.nll_bits * math.log(2), tokens=result.tokens,
+                           chars=result.chars, unknown=unknown)
+    assert result.bpc > optimistic.bpc + 0.1
+    report = {"model": "m", "data": "d", "level": "word", **result.to_dict()}
+    assert "the <unk> spelling charge" in format_report(report, as_json=False)

@@ -16,7 +16,7 @@ import pytest
 from bigram_lines import BigramLines
 
 import lyricgen.grid as grid_mod
-from lyricgen import report
+from lyricgen import grid_report
 from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
 from lyricgen.generation import TextGenerator, model_kind_of
@@ -181,7 +181,7 @@ def test_two_shards_merge_to_the_single_task_grid(model_dir: Path, tmp_path: Pat
 
     merged_out = tmp_path / "report"
     merged_out.mkdir()
-    summary = report.run({"grid": str(job_out)}, RunContext(kind="report", out_dir=merged_out))
+    summary = grid_report.run({"grid": str(job_out)}, RunContext(kind="report", out_dir=merged_out))
     assert summary == {"shards": 2, "cells": 12}
     single = tmp_path / "single"
     assert (json.loads((merged_out / "grid.json").read_text("utf-8"))
@@ -197,15 +197,15 @@ def test_report_refuses_incomplete_shards(model_dir: Path, tmp_path: Path,
     _run(_params(model_dir), job_out / "0", FakeGenerator(), monkeypatch, task=0, count=2)
     ctx = RunContext(kind="report", out_dir=tmp_path / "r")
     with pytest.raises(LyricgenInputError, match=r"expected shards 0\.\.1, found \[0\]"):
-        report.run({"grid": str(job_out)}, ctx)
+        grid_report.run({"grid": str(job_out)}, ctx)
     with pytest.raises(LyricgenInputError, match="nowhere: does not exist"):
-        report.run({"grid": str(tmp_path / "nowhere")}, ctx)
+        grid_report.run({"grid": str(tmp_path / "nowhere")}, ctx)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(LyricgenInputError, match="no grid.json"):
-        report.run({"grid": str(tmp_path / "nothing")}, ctx)
+        grid_report.run({"grid": str(tmp_path / "nothing")}, ctx)
     (tmp_path / "bad.json").write_text("{", "utf-8")
     with pytest.raises(LyricgenInputError, match="not valid JSON"):
-        report.run({"grid": str(tmp_path / "bad.json")}, ctx)
+        grid_report.run({"grid": str(tmp_path / "bad.json")}, ctx)
     grid = json.loads((job_out / "0" / "grid.json").read_text("utf-8"))
     with pytest.raises(LyricgenInputError, match="different params"):
         merge_grids([grid, {**grid, "seed": 1}], job_out)
@@ -353,6 +353,15 @@ def test_grid_with_a_tiny_llama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert grid["model"]["kind"] == "llama"
     assert all(isinstance(c["text"], str) for c in grid["cells"])
     assert (tmp_path / "out" / "report.html").is_file()
+    verse = _params(model, temperatures=[0.8], samples=1, max_tokens=40, scheme="AA bb",
+                    syllables=6, candidates=3, prompts=["Bajo la luna", ""])
+    summary = grid_mod.run(verse, RunContext(kind="generate-grid", out_dir=tmp_path / "verse"))
+    grid = json.loads((tmp_path / "verse" / "grid.json").read_text("utf-8"))
+    assert summary["cells"] == 2 and grid["modes"] == ["verse"]
+    forced = summary["verse_lines_forced"]
+    for cell in grid["cells"]:  # a random tiny LLaMA, yet every finished line scans
+        assert cell["verse"]["counts"]["text_lines"] == 4, cell["text"]
+        assert cell["verse"]["counts"]["on_meter"] >= 4 - forced
 
 
 @pytest.mark.parametrize("manifest", ["generate-grid.yaml", "demo.yaml"])

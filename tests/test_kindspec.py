@@ -47,7 +47,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "file.txt").write_text("hola\n", encoding="utf-8")
     (root / "dir").mkdir()
     (root / "model").mkdir()
-    (root / "model" / "config.json").write_text("{}", encoding="utf-8")
+    (root / "model" / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
     (root / "rnn" / "checkpoint").mkdir(parents=True)
     (root / "rnn" / "checkpoint" / "best.pt").write_bytes(b"")
     (root / "grid").mkdir()
@@ -302,6 +302,11 @@ def test_input_kinds(tmp_path: Path, inputs: dict[str, str]) -> None:
     assert "expected a directory" in input_problem("dir", inputs["file"])
     assert input_problem("file_or_dir", inputs["file"]) is None
     assert "no config.json" in input_problem("model_dir", inputs["dir"])
+    job_dir = tmp_path / "train"  # a jobctl job dir holds a config.json too
+    job_dir.mkdir()
+    (job_dir / "config.json").write_text('{"schema": 1, "kind": "train-rnn"}', "utf-8")
+    assert "has no model_type" in input_problem("model_dir", job_dir)
+    assert model_kind_of(job_dir) is None and "is no model" in input_problem("model", job_dir)
     assert input_problem("model", inputs["model"]) is None  # a train-rnn out dir
     assert input_problem("model", inputs["model_dir"]) is None  # a LLaMA dir
     assert "is no model" in input_problem("model", inputs["dir"])

@@ -5,6 +5,7 @@ torchrun (gloo) processes match one process. CPU only, one thread per process.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -80,7 +81,21 @@ def trained(tiny, data, tmp_path_factory) -> tuple[Path, subprocess.CompletedPro
     return config.parent / "out", result
 
 
-def test_finetune_writes_adapter_metrics_and_the_loss_falls(trained):
+def valid_bpc_of(loss: float, tiny: Path, data: dict[str, Path]) -> float:
+    """The valid bpc a mean token loss means: loss x scored targets / ln 2 / the characters of
+    the scored text (every song's text + its marker-format end for what whole blocks hold)."""
+    from lyricgen.llama.data import build_examples
+    from lyricgen.llama.load import load_tokenizer
+
+    examples = build_examples(data["valid"], load_tokenizer(tiny), 64, True)
+    rows = torch.arange(len(examples))
+    chars = examples.char_count(rows)
+    texts = disco_texts("valid", 6)
+    assert 0.9 * sum(len(t) + 10 for t in texts) < chars <= sum(len(t) + 10 for t in texts)
+    return loss * examples.target_count(rows) / math.log(2) / chars
+
+
+def test_finetune_writes_adapter_metrics_and_the_loss_falls(trained, tiny, data):
     out, result = trained
     assert result.stderr.count("precision: cpu float32 weights, LoRA fp32") == 1
     rows = history(out)
@@ -89,11 +104,14 @@ def test_finetune_writes_adapter_metrics_and_the_loss_falls(trained):
     assert [r["step"] for r in rows if r["valid_loss"] is not None] == [4, 8]
     assert rows[7]["valid_loss"] < rows[3]["valid_loss"]
     assert rows[7]["valid_ppl"] == pytest.approx(2.718281828 ** rows[7]["valid_loss"])
+    assert rows[7]["valid_bpc"] == pytest.approx(valid_bpc_of(rows[7]["valid_loss"], tiny, data))
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert summary["final_valid_bpc"] == rows[7]["valid_bpc"]
     assert summary["precision"] == "precision: cpu float32 weights, LoRA fp32"
     assert summary["tokens"] == 8 * 4 * 63
     lines = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("step,epoch,loss") and len(lines) == 9
+    assert lines[0].startswith("step,epoch,loss") and lines[0].endswith(",valid_bpc")
+    assert len(lines) == 9
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json"):
         assert (out / "adapter" / name).is_file()
@@ -124,6 +142,28 @@ def test_resume_reproduces_the_uninterrupted_losses(trained, tiny, data, tmp_pat
     theirs = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(trained, tiny, data, tmp_path):
+    """A torn newest checkpoint (step 8) is set aside with one warning line; the run resumes
+    from step 4 and ends with the uninterrupted run's losses."""
+    out, _ = trained
+    job = tmp_path / "torn"
+    shutil.copytree(out / "checkpoints", job / "out" / "checkpoints")
+    adapter = job / "out" / "checkpoints" / "step-00000008" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    config = write_config(job, params_for(tiny, data, merge=False))
+    result = run_cli("-m", "lyricgen", "finetune-llama", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines()
+                if line.startswith("finetune-llama: warning")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"finetune-llama: warning: {adapter.parent}: checkpoint does not load ")
+    assert "(step 4)" in result.stderr
+    assert [r["loss"] for r in history(job / "out")] == [r["loss"] for r in history(out)]
+    names = sorted(p.name for p in (job / "out" / "checkpoints").iterdir())
+    assert names[:2] == ["step-00000004", "step-00000008"] and len(names) == 3
+    assert names[2].startswith("step-00000008.bad-")
 
 
 def test_resume_with_other_training_params_is_refused(trained, tiny, data, tmp_path, capsys):

@@ -3,20 +3,27 @@ dir checks. Fast: no model is trained here (tests/test_llama_e2e.py runs the rea
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from lyricgen.errors import LyricgenInputError
+from lyricgen.errors import LyricgenInputError, LyricgenWriteError
+from lyricgen.llama import checkpoint
 from lyricgen.llama.data import (
     IGNORE_INDEX,
+    SONG_END_CHARS,
+    EncodedSongs,
     Schedule,
     encode_songs,
     pack,
     pad_truncate,
     read_texts,
+    token_chars,
 )
 from lyricgen.llama.load import check_model_dir, resolve_precision
 from lyricgen.llama.params import FinetuneParams
@@ -28,7 +35,7 @@ torch.set_num_threads(1)
 def inputs(tmp_path):
     """A model dir and a data file, so params pass the input checks."""
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
     (tmp_path / "d").write_text("{}\n", encoding="utf-8")
     return {"model_path": str(tmp_path / "m"), "data_path": str(tmp_path / "d")}
 
@@ -63,32 +70,49 @@ class _Tok:
 
     bos_token_id, eos_token_id, pad_token_id = 1, 2, 2
 
-    def __call__(self, texts, add_special_tokens=True):
-        return {"input_ids": [[1] + [ord(c) % 50 + 10 for c in t] for t in texts]}
+    def __call__(self, texts, add_special_tokens=True, return_offsets_mapping=False):
+        return {"input_ids": [[1] + [ord(c) % 50 + 10 for c in t] for t in texts],
+                "offset_mapping": [[(0, 0)] + [(i, i + 1) for i in range(len(t))]
+                                   for t in texts]}
 
 
 def test_every_song_ends_with_eos_and_starts_with_bos():
-    seqs = encode_songs(["ab", "c"], _Tok())
-    assert [s[0] for s in seqs] == [1, 1] and [s[-1] for s in seqs] == [2, 2]
-    assert [len(s) for s in seqs] == [4, 3]
+    songs = encode_songs(["ab", "c"], _Tok())
+    assert [s[0] for s in songs.ids] == [1, 1] and [s[-1] for s in songs.ids] == [2, 2]
+    assert [len(s) for s in songs.ids] == [4, 3]
+    assert songs.chars == [[0, 1, 1, SONG_END_CHARS], [0, 1, SONG_END_CHARS]]
+
+
+def test_token_chars_give_split_characters_to_the_completing_token():
+    # "añb": byte-level tokens "a", first byte of "ñ" (offsets (1, 2)), second byte (1, 2), "b"
+    assert token_chars([(0, 0), (0, 1), (1, 2), (1, 2), (2, 3), (0, 0)], 3 + 10) == \
+        [0, 1, 1, 0, 1, 10]
+    # a trailing space no offset covers (trimmed offsets) goes to the last token (EOS)
+    assert token_chars([(0, 2), (0, 0)], 3 + 10) == [2, 11]
+
+
+def _songs(*seqs: list[int]) -> EncodedSongs:
+    return EncodedSongs([list(s) for s in seqs], [[10 * t for t in s] for s in seqs])
 
 
 def test_packing_cuts_full_blocks_and_drops_the_tail():
-    examples = pack([[1, 5, 6, 2], [1, 7, 2], [1, 8, 9, 10, 2]], block_size=4)
+    examples = pack(_songs([1, 5, 6, 2], [1, 7, 2], [1, 8, 9, 10, 2]), block_size=4)
     assert examples.input_ids.tolist() == [[1, 5, 6, 2], [1, 7, 2, 1], [8, 9, 10, 2]]
     assert bool(examples.attention_mask.all()) and torch.equal(examples.labels,
                                                                 examples.input_ids)
     assert examples.target_count(torch.tensor([0, 2])) == 6
+    assert examples.char_count(torch.tensor([0, 2])) == 10 * (5 + 6 + 2 + 9 + 10 + 2)
     with pytest.raises(LyricgenInputError, match="fewer than block_size"):
-        pack([[1, 2]], block_size=4)
+        pack(_songs([1, 2]), block_size=4)
 
 
 def test_padding_masks_labels_even_when_pad_equals_eos():
-    examples = pad_truncate([[1, 5, 2], [1, 5, 6, 7, 8, 2]], block_size=4, pad_id=2)
+    examples = pad_truncate(_songs([1, 5, 2], [1, 5, 6, 7, 8, 2]), block_size=4, pad_id=2)
     assert examples.input_ids.tolist() == [[1, 5, 2, 2], [1, 5, 6, 7]]
     assert examples.attention_mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
     assert examples.labels.tolist() == [[1, 5, 2, IGNORE_INDEX], [1, 5, 6, 7]]
     assert examples.target_count(torch.tensor([0, 1])) == 2 + 3
+    assert examples.char_count(torch.tensor([0, 1])) == 10 * (5 + 2 + 5 + 6 + 7)
 
 
 def test_read_texts_names_file_line_and_key(tmp_path):
@@ -169,5 +193,40 @@ def test_model_dir_checks(tmp_path):
         check_model_dir(tmp_path / "nope")
     with pytest.raises(LyricgenInputError, match="no config.json"):
         check_model_dir(tmp_path)
-    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "config.json").write_text('{"schema": 1, "kind": "train-rnn"}',
+                                          encoding="utf-8")  # a jobctl job dir
+    with pytest.raises(LyricgenInputError, match="config.json has no model_type"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
     assert check_model_dir(tmp_path) == tmp_path
+
+
+class _Adapter:
+    """Stands in for a PeftModel: save_pretrained writes an adapter file."""
+
+    def save_pretrained(self, directory: str) -> None:
+        (Path(directory) / checkpoint.ADAPTER_FILE).write_bytes(b"weights")
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_older_ones(tmp_path, monkeypatch,
+                                                                         error):
+    root = tmp_path / "checkpoints"
+    for step in (1, 2):
+        checkpoint.save(root, step, _Adapter(), {"history": []}, keep=1)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # the disk reports the error when state.pt is synced
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".state.pt."):
+            raise OSError(error, os.strerror(error))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(LyricgenWriteError) as raised:
+        checkpoint.save(root, 3, _Adapter(), {"history": []}, keep=1)
+    assert str(raised.value) == (f"{root / 'step-00000003'}: cannot write checkpoint "
+                                 f"({os.strerror(error)}); nothing partial was left and the "
+                                 "older checkpoints are intact")
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000001", "step-00000002"]
+    state = torch.load(root / "step-00000002" / "state.pt", weights_only=True)
+    assert state["step"] == 2  # keep=1 still keeps two: a fallback for a torn newest one

@@ -16,7 +16,8 @@ from jobs import plan
 from jobs.cli import load
 from jobs.executors import collect_status, full_selection, process_alive
 from jobs.executors.local import LocalExecutor
-from jobs.state import Run, write_task_status
+from jobs.state import Run
+from jobs.taskstatus import write_task_status
 
 WAIT = 60.0
 

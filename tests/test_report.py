@@ -12,7 +12,8 @@ import pytest
 from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
 from lyricgen.grid import GridSpec, assemble, cell_record, grid_cells, grid_header
-from lyricgen.report import plot_metrics, render_html, run, write_report
+from lyricgen.grid_report import run
+from lyricgen.report import plot_metrics, render_html, write_report
 
 TEXTS = {
     (0, 0): "\nque duerme en la cuna\ny canta el camino\nsu viejo destino\n",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -212,13 +215,72 @@ def test_missing_or_too_small_data(tmp_path):
 
 
 def test_cpu_precision_follows_native_bf16(monkeypatch):
+    from lyricgen import precision
     from lyricgen.rnn import train
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert train.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert train.resolve_precision("auto", cpu) == "fp32"
     assert train.resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(LyricgenInputError, match="fp16 needs a CUDA device"):
         train.resolve_precision("fp16", cpu)
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_last_does_not_load(corpus, tmp_path,
+                                                                              capsys):
+    config = tiny(corpus, checkpoint_every=5)
+    whole = Trainer(config, tmp_path / "a", progress_bar=False).fit()
+    first = Trainer(dataclasses.replace(config, max_steps=12), tmp_path / "b",
+                    progress_bar=False).fit()
+    ckpt = tmp_path / "b/checkpoint"
+    assert load_checkpoint(ckpt / "previous.pt")["step"] == 10  # the last.pt before step 12
+    torn = (ckpt / "last.pt").read_bytes()
+    (ckpt / "last.pt").write_bytes(torn[:len(torn) // 2])
+    capsys.readouterr()
+    rest = Trainer(config, tmp_path / "b", progress_bar=False).fit()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"train-rnn: warning: {ckpt / 'last.pt'}: checkpoint: not a readable torch checkpoint")
+    assert warnings[0].endswith("; trying an older checkpoint")
+    assert first.step_losses[:10] + rest.step_losses == pytest.approx(whole.step_losses,
+                                                                      abs=1e-6)
+    assert [p.name.split("-")[0] for p in ckpt.glob("last.pt.bad-*")] == ["last.pt.bad"]
+    assert load_checkpoint(ckpt / "last.pt")["step"] == whole.metrics["final"]["step"]
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
+def test_a_failed_checkpoint_write_is_one_line_exit_1_and_keeps_the_previous(
+        corpus, tmp_path, monkeypatch, capsys, error):
+    """The OSError is injected where the disk reports it: fsync of the new last.pt."""
+    from lyricgen.__main__ import main
+
+    out = tmp_path / "out"
+    params = {"data": corpus[0], "arch": "gru", "hidden_size": 8, "embedding_dim": 4,
+              "batch_size": 4, "seq_len": 16, "device": "cpu", "checkpoint_every": 3,
+              "max_steps": 8}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "schema": 1, "kind": "train-rnn", "job": "train", "run_id": "r", "job_dir": str(tmp_path),
+        "out_dir": str(out), "tasks": [{"index": 0, "params": params, "matrix": {}}]}))
+    real_fsync, saves = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".last.pt."):
+            saves.append(fd)
+            if len(saves) == 2:
+                raise OSError(error, os.strerror(error))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(SystemExit) as ended:
+        main(["train-rnn", "--config", str(config)])
+    assert ended.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == (f"lyricgen: error: {out / 'checkpoint/last.pt'}: cannot write "
+                         f"({os.strerror(error)}); nothing partial was left and its previous "
+                         "version, if any, is intact")
+    assert not [line for line in lines[:-1] if "Traceback" in line or "Error" in line]
+    assert load_checkpoint(out / "checkpoint/last.pt")["step"] == 3
+    assert not list((out / "checkpoint").glob(".*"))

@@ -4,6 +4,7 @@ sbatch/scancel on PATH). The real cluster is exercised in test_e2e_slurm.py."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from jobs.executors.slurm import (
     parse_sbatch_id,
     slurm_task_state,
 )
-from jobs.state import Run, write_task_status
+from jobs.state import Run
+from jobs.taskstatus import write_task_status
 
 SCONTROL_LINE = (
     "JobId=3 JobName=lyricgen-b UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=1 "
@@ -191,16 +193,20 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pat
 def test_submit_chains_dependencies_and_records_ids(run: Run,
                                                     fake_slurm: dict[str, Path]) -> None:
     assert SlurmExecutor().submit(run, full_selection(run.read()))
-    calls = fake_slurm["log"].read_text().splitlines()
+    calls = [call.split(" ", 1) for call in fake_slurm["log"].read_text().splitlines()]
     log, grid_log = f"{run.dir}/a/logs/slurm-%j.out", f"{run.dir}/grid/logs/slurm-%A_%a.out"
-    assert calls[0] == (f"--parsable --kill-on-invalid-dep=yes --output={log} --error={log} "
-                        f"{run.dir}/a/job.sh")
-    assert calls[1] == (f"--parsable --kill-on-invalid-dep=yes --output={grid_log} "
-                        f"--error={grid_log} --dependency=afterok:41 {run.dir}/grid/job.sh")
-    assert "--dependency=afterok:42 " in calls[2]
+    assert calls[0][0].startswith("--comment=jobctl:")  # the token that finds a lost answer
+    assert calls[0][1] == (f"--parsable --kill-on-invalid-dep=yes --output={log} --error={log} "
+                           f"{run.dir}/a/job.sh")
+    assert calls[1][1] == (f"--parsable --kill-on-invalid-dep=yes --output={grid_log} "
+                           f"--error={grid_log} --dependency=afterok:41 {run.dir}/grid/job.sh")
+    assert "--dependency=afterok:42 " in calls[2][1]
     record = run.read()
-    assert [record["jobs"][n]["submissions"][0]["job_id"] for n in ("a", "grid", "b")] == \
-        ["41", "42", "43"]
+    submissions = [record["jobs"][n]["submissions"][0] for n in ("a", "grid", "b")]
+    assert [s["job_id"] for s in submissions] == ["41", "42", "43"]
+    assert [call[0] for call in calls] == [f"--comment={s['token']}" for s in submissions]
+    assert all(re.fullmatch(rf"jobctl:{run.id}/{name}:[0-9a-f]{{8}}", s["token"])
+               for name, s in zip(("a", "grid", "b"), submissions, strict=True))
     states = {j.name: [t.state for t in j.tasks] for j in collect_status(run)}
     assert states == {"a": ["UNKNOWN"], "grid": ["UNKNOWN"] * 3, "b": ["UNKNOWN"]}
 
@@ -212,6 +218,86 @@ def test_failed_sbatch_cancels_what_this_call_queued(run: Run,
                                          "invalid partition"):
         SlurmExecutor().submit(run, full_selection(run.read()))
     assert fake_slurm["scancel"].read_text().split() == ["41", "42"]
+    assert run.read()["jobs"]["b"]["submissions"] == []  # rejected: nothing was queued
+    assert collect_status(run)[2].tasks[0].reason == "never submitted"
+
+
+# sbatch that queues the job (a line in the `queue` file, which the fake scontrol prints,
+# with the --comment it was given) unless the file `lost` exists, then answers as the
+# file `answer` says: an id, garbage, or nothing within the timeout.
+UNCLEAR_SBATCH = """#!/usr/bin/env bash
+echo "$*" >> {log}
+n=$(wc -l < {log})
+comment=${{1#--comment=}}
+if [[ ! -e {lost} ]]; then
+  echo "JobId=$((40 + n)) JobState=PENDING Reason=None Comment=$comment NodeList=" >> {queue}
+fi
+case "$(cat {answer})" in
+  garbage) echo "sbatch: Submitted batch job $((40 + n)) (maybe)" ;;
+  hang) exec sleep 30 ;;
+  *) echo "$((40 + n))" ;;
+esac
+"""
+
+
+@pytest.fixture
+def unclear_slurm(fake_slurm: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    files = {**fake_slurm, "queue": tmp_path / "queue", "answer": tmp_path / "answer",
+             "lost": tmp_path / "lost"}
+    files["queue"].write_text("")
+    files["answer"].write_text("id")
+    (tmp_path / "bin" / "sbatch").write_text(UNCLEAR_SBATCH.format(**files))
+    (tmp_path / "bin" / "scontrol").write_text(f"#!/usr/bin/env bash\ncat {files['queue']}\n")
+    return files
+
+
+def test_sbatch_garbage_is_recovered_by_the_comment(run: Run, unclear_slurm: dict[str, Path],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    unclear_slurm["answer"].write_text("garbage")
+    assert SlurmExecutor().submit(run, full_selection(run.read()))
+    jobs = run.read()["jobs"]
+    assert [jobs[n]["submissions"][0]["job_id"] for n in ("a", "grid", "b")] == \
+        ["41", "42", "43"]
+    assert "--dependency=afterok:42 " in unclear_slurm["log"].read_text().splitlines()[2]
+    note = jobs["a"]["submissions"][0]["note"]
+    assert note.startswith("sbatch printed 'sbatch: Submitted batch job 41 (maybe)', not a "
+                           f"job id for {run.dir}/a/job.sh; found the job by its comment")
+    assert [t.state for t in collect_status(run)[0].tasks] == ["PENDING"]
+
+
+def test_sbatch_timeout_after_queueing_is_recovered(run: Run, unclear_slurm: dict[str, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(slurm_mod, "COMMAND_TIMEOUT", 1)
+    unclear_slurm["answer"].write_text("hang")
+    assert SlurmExecutor().submit(run, {"a": [0]})
+    submission = run.read()["jobs"]["a"]["submissions"][0]
+    assert submission["job_id"] == "41"
+    assert submission["note"].startswith(f"sbatch did not answer within 1s for {run.dir}/a/")
+
+
+def test_a_lost_answer_stays_recorded_and_status_finds_the_job_later(
+        run: Run, unclear_slurm: dict[str, Path]) -> None:
+    """No job with the token yet: submit fails and cancels what it queued, but the
+    submission stays, and once the job shows up (a slow controller) status shows it."""
+    assert SlurmExecutor().submit(run, {"a": [0]})
+    unclear_slurm["answer"].write_text("garbage")
+    unclear_slurm["lost"].write_text("")
+    with pytest.raises(UsageError, match=r"not a job id for .*/grid/job.sh; SLURM lists no job "
+                                         r"with comment jobctl:.*/grid:[0-9a-f]{8}, so it was "
+                                         r"probably not queued"):
+        SlurmExecutor().submit(run, {"grid": [0, 1, 2], "b": [0]})
+    assert unclear_slurm["scancel"].exists() is False  # nothing of this call was queued
+    token = run.read()["jobs"]["grid"]["submissions"][0]["token"]
+    grid = collect_status(run)[1]
+    assert {(t.state, t.reason) for t in grid.tasks} == {
+        ("UNKNOWN", f"sbatch gave no job id and SLURM lists no job with comment {token}")}
+    with unclear_slurm["queue"].open("a") as queue:  # the controller got it after all
+        for task in range(3):
+            queue.write(f"JobId={50 + task} ArrayJobId=50 ArrayTaskId={task} JobName=x "
+                        f"JobState=PENDING Reason=None Comment={token} NodeList=\n")
+    grid = collect_status(run)[1]
+    assert [(t.state, t.job_id) for t in grid.tasks] == [("PENDING", f"50_{i}") for i in range(3)]
+    assert SlurmExecutor().cancel(run, run.read(), ["grid"]) == ["50"]
 
 
 def test_resubmission_of_some_array_tasks_uses_array_option(run: Run) -> None:
@@ -322,3 +408,17 @@ def test_memory_kill_is_out_of_memory_never_completed(run: Run,
     assert grid.state == "FAILED"
     assert grid.reason.startswith("2 CANCELLED, 1 FAILED; task 1: killed (SIGKILL?)")
     assert (b.state, b.reason) == ("CANCELLED", "dependency failed (grid)")
+
+
+def test_a_lost_answer_takes_the_id_job_sh_recorded(run: Run,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM forgot the job (and jobcomp has no comments): the status file still names it."""
+    run.update(lambda r: r["jobs"]["a"]["submissions"].append({
+        "executor": "slurm", "job_id": None, "token": "jobctl:x/a:0", "tasks": [0],
+        "submitted": time.time()}))
+    write_task_status(run.dir / "a", 0, "COMPLETED", "", exit_code=0)
+    status = json.loads((run.dir / "a" / "status" / "0.json").read_text())
+    (run.dir / "a" / "status" / "0.json").write_text(json.dumps({**status, "slurm_job_id": 77}))
+    fake_sources(monkeypatch, live=[], done=[])
+    task = collect_status(run)[0].tasks[0]
+    assert (task.state, task.job_id) == ("COMPLETED", "77")

@@ -19,15 +19,14 @@ from jobs.spec import JobSpec, Profile, Resources, Task
 from jobs.state import (
     RUN_ID,
     Run,
-    archive_task_status,
     atomic_write_bytes,
     atomic_write_json,
     find_run,
     new_run_id,
     read_json,
     resolve_runs_dir,
-    write_task_status,
 )
+from jobs.taskstatus import archive_task_status, write_task_status
 from lyricgen.context import load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -128,3 +128,13 @@ def test_a_last_word_adds_its_span_to_the_prefix(lexicon, disco_dir: Path) -> No
         assert total == scan_words(found).metrical, line
         checked += 1
     assert checked > 400
+
+
+def test_each_line_starts_from_where_the_last_one_ended(sonnets, model) -> None:
+    """A kept line's continuation comes from the model state AND logits after its line break
+    (a finished candidate's logits once were lost: lines then began with any character)."""
+    _, texts, _, _ = sonnets
+    newline = model.stoi["\n"]
+    starts = [line[0] for text in texts for line in text.split("\n")[1:] if line]
+    assert len(starts) >= 30
+    assert all(model.table[newline, model.stoi[c]] > 0 for c in starts), starts

@@ -73,8 +73,7 @@ def test_a_letter_used_once_has_no_partner() -> None:
     ("AB1A", "consonant", "has '1'"),
     ("ABBA\nABBA", "consonant", "has '\\n'"),
     ("ABÑA", "consonant", "has 'Ñ'"),
-    ("AaBB", "consonant", "uses A in both cases"),
-    ("A" * (MAX_SCHEME_LINES + 1), "consonant", "201 lines"),
+    ("A" * (MAX_SCHEME_LINES + 1), "consonant", f"{MAX_SCHEME_LINES + 1} lines"),
     ("ABBA", "slant", "rhyme must be one of consonant, assonant"),
     (None, "consonant", "must be a string"),
 ])
@@ -82,6 +81,25 @@ def test_bad_schemes(text: str, rhyme: str, message: str) -> None:
     with pytest.raises(ValueError, match="^[^\n]+$") as error:
         parse_scheme(text, rhyme=rhyme)
     assert message in str(error.value)
+
+
+def test_a_letter_in_both_cases_is_two_groups() -> None:
+    lines = parse_scheme("AaAa").lines
+    assert [(line.kind, line.group) for line in lines] == [
+        ("consonant", (0, 2)), ("assonant", (1, 3)), ("consonant", (0, 2)), ("assonant", (1, 3))]
+
+
+def test_every_scheme_the_grid_accepts_parses() -> None:
+    """generate-grid's `scheme` pattern (kindspec) and parse_scheme agree at the edges."""
+    import re
+
+    from kindspec.registry import GENERATE_GRID
+
+    pattern = GENERATE_GRID.params["scheme"].pattern
+    for text in ("A", "-", "a-A-", "ABBA ABBA CDC DCD", "A" * 400, "AB " * 133 + "A"):
+        assert re.fullmatch(pattern, text) and parse_scheme(text)
+    for text in ("A" * 401, "AB  AB", " AB", "AB ", "A1"):
+        assert not re.fullmatch(pattern, text)
 
 
 def test_real_sonnet_follows_its_scheme() -> None:

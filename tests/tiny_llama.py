@@ -67,3 +67,70 @@ def build_tiny_llama(root: Path, vocab_size: int = 1000, poems: int = 400) -> Pa
     tokenizer.save_pretrained(out)
     (out / ".complete").write_text("ok\n", encoding="utf-8")
     return out
+
+
+def _permute_for_gguf(weight, heads: int):
+    """llama.cpp's row order for q/k projections (rotary halves interleaved); transformers
+    undoes it when it loads a llama GGUF."""
+    rows = weight.shape[0]
+    return (weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def write_gguf(model_dir: Path, path: Path, quant: str = "F32", arch: str = "llama") -> Path:
+    """Write the model in `model_dir` (tiny LLaMA: byte-level BPE tokenizer) as a GGUF the way
+    llama.cpp's converter does: llama tensor names, q/k rows permuted, tokenizer as gpt2-type
+    metadata. quant "F32" keeps the weights exact; "Q8_0" quantizes the 2-D weights. `arch`
+    is written as general.architecture as given (to craft unsupported files)."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("tiny-llama")
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(config["hidden_size"] // heads)
+    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    vocab = tokenizer["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get)
+    special = {t["content"] for t in tokenizer["added_tokens"]}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
+                            for t in tokens])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m)
+                             for m in tokenizer["model"]["merges"]])
+    writer.add_bos_token_id(config["bos_token_id"])
+    writer.add_eos_token_id(config["eos_token_id"])
+    writer.add_pad_token_id(config["pad_token_id"])
+    writer.add_add_bos_token(True)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    for name, tensor in load_file(str(model_dir / "model.safetensors")).items():
+        data = tensor.float().numpy()
+        if name.endswith("q_proj.weight"):
+            data = _permute_for_gguf(data, heads)
+        elif name.endswith("k_proj.weight"):
+            data = _permute_for_gguf(data, kv_heads)
+        target = names.get_name(name, try_suffixes=(".weight",))
+        if quant == "Q8_0" and data.ndim == 2:
+            packed = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(target, packed, raw_shape=packed.shape,
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(target, np.ascontiguousarray(data, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

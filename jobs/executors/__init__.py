@@ -13,8 +13,9 @@ Both share this interface:
 
 `collect_status` adds what neither executor knows alone: skipped (cached) jobs, dependents of
 failed jobs that never ran (CANCELLED, "dependency failed", never PENDING forever), who
-cancelled a task when `jobctl cancel` did (run.json `cancellations`), one state and one
-summary reason per job, and it indexes newly completed jobs in the cache.
+cancelled a task when `jobctl cancel` did (run.json `cancellations`), and one state and one
+summary reason per job. It only reads (`jobctl status` writes nothing): the local executor
+indexes the jobs it completed in the cache, and the cache finds SLURM's by scanning runs.
 
 Reasons (TaskState.reason, one short phrase; `status --json` also gives `signal`):
 "exit code N", "exit code 137 (SIGKILL)" when a child died of a signal (128+N), "signal 9
@@ -35,7 +36,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from jobs.cache import CacheIndex
 from jobs.errors import UsageError
 from jobs.state import Run
 
@@ -46,11 +46,10 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 SKIPPED = "SKIPPED"
 UNKNOWN = "UNKNOWN"
-# job.sh's own states for a preempted task of a kind that checkpoints (jobs/render.py): it
-# saved a checkpoint and was requeued by `scontrol requeue` (SLURM then shows it PENDING),
-# or it could not be requeued (local executor): `jobctl resubmit --failed` resumes it.
+# job.sh's own state for a preempted task of a kind that checkpoints (jobs/render.py): it
+# saved a checkpoint but could not be requeued (local executor): `jobctl resubmit --failed`
+# resumes it. One that requeued itself records REQUEUED, and SLURM shows it PENDING.
 PREEMPTED = "PREEMPTED"
-REQUEUED = "REQUEUED"
 ACTIVE = frozenset({PENDING, RUNNING})
 # SLURM end states other than COMPLETED keep their own names (TIMEOUT says more than FAILED).
 FAILURES = frozenset({FAILED, CANCELLED, "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -201,7 +200,7 @@ def _is_zombie(pid: int) -> bool:
 
 def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
     """The log of the task's latest submission (logs/local-N.out, slurm-ID.out or
-    slurm-ARRAYID_N.out), None when it was never submitted."""
+    slurm-ARRAYID_N.out), None when it was never submitted or its SLURM id is unknown."""
     submission = latest_submissions(job).get(task)
     if submission is None or not job.get("job_dir"):
         return None
@@ -209,6 +208,8 @@ def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
     if submission["executor"] == "local":
         return logs / f"local-{task}.out"
     job_id = submission["job_id"]
+    if job_id is None:
+        return None
     return logs / (f"slurm-{job_id}_{task}.out" if job["array"] else f"slurm-{job_id}.out")
 
 
@@ -235,7 +236,6 @@ def collect_status(run: Run) -> list[JobState]:
     """Every job of the run with its tasks' states, in run order (see module docstring)."""
     record = run.read()
     raw = get_executor(record["executor"]).task_states(run, record)
-    index = CacheIndex(run.dir.parent)
     result: dict[str, JobState] = {}
     for name in record["order"]:
         job = record["jobs"][name]
@@ -248,8 +248,6 @@ def collect_status(run: Run) -> list[JobState]:
             tasks = [_after_failed_needs(_who_cancelled(t, job, canceller), failed_needs)
                      for t in raw[name]]
         state = job_state(tasks)
-        if state == COMPLETED:
-            index.remember(record["run_id"], name, job)
         result[name] = JobState(name=name, kind=job["kind"], state=state, tasks=tuple(tasks),
                                 skipped=job["skipped"], cached_from=job["cached_from"],
                                 job_dir=job["job_dir"], out_dir=job["out_dir"],

@@ -15,7 +15,8 @@ marks every waiting task CANCELLED and re-raises KeyboardInterrupt.
 Before starting, every selected task gets a PENDING status file naming this process
 (`runner_pid` in the run's submission record); `jobctl cancel` turns PENDING into CANCELLED,
 which this runner honours, and a PENDING or RUNNING task whose process is gone is reported as
-CANCELLED or FAILED instead of waiting forever.
+CANCELLED or FAILED instead of waiting forever. When the tasks have ended, every selected job
+that completed is indexed in the cache (jobs.cache), so the next run of it is skipped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from jobs.cache import CacheIndex
 from jobs.executors import (
     CANCELLED,
     COMPLETED,
@@ -46,7 +48,8 @@ from jobs.executors import (
     latest_submissions,
     process_alive,
 )
-from jobs.state import Run, write_task_status
+from jobs.state import Run
+from jobs.taskstatus import job_task_status, write_task_status
 
 KILL_WAIT = 10.0
 # PREEMPTED: job.sh of a kind that checkpoints got SIGUSR1 and saved a checkpoint (no SLURM
@@ -92,7 +95,11 @@ class LocalExecutor(Executor):
             for task in tasks:
                 write_task_status(Path(record["jobs"][name]["job_dir"]), task, PENDING,
                                   "waiting to start")
-        return _Scheduler(run, record, selection, self.parallel).run()
+        ok = _Scheduler(record, selection, self.parallel).run()
+        index = CacheIndex(run.dir.parent)
+        for name in selection:
+            index.remember(run.id, name, record["jobs"][name])
+        return ok
 
     def task_states(self, run: Run, record: Mapping[str, Any]) -> dict[str, list[TaskState]]:
         host = socket.gethostname()
@@ -102,17 +109,17 @@ class LocalExecutor(Executor):
             if job["skipped"]:
                 continue
             latest = latest_submissions(job)
-            states[name] = [self._task_state(run, record, name, task, latest.get(task), host)
+            states[name] = [self._task_state(record, name, task, latest.get(task), host)
                             for task in range(job["tasks"])]
         return states
 
     @staticmethod
-    def _task_state(run: Run, record: Mapping[str, Any], name: str, task: int,
+    def _task_state(record: Mapping[str, Any], name: str, task: int,
                     submission: Mapping[str, Any] | None, host: str) -> TaskState:
         if submission is None:
             return TaskState(task, UNKNOWN, reason="never submitted")
         job_id = f"local-{submission['runner_pid']}"
-        status = run.task_status(record, name, task)
+        status = job_task_status(record["jobs"][name], task)
         if status is None:
             return TaskState(task, UNKNOWN, reason="no status file", job_id=job_id)
         state, code, reason = status["state"], status.get("exit_code"), status.get("reason")
@@ -127,29 +134,31 @@ class LocalExecutor(Executor):
         return TaskState(task, state, code, reason, job_id)
 
     def cancel(self, run: Run, record: Mapping[str, Any], jobs: Sequence[str]) -> list[str]:
-        """SIGTERM running job.sh processes of `jobs` (on this host) and mark waiting tasks
-        CANCELLED, which the runner honours before starting them."""
-        done = []
+        """Mark waiting tasks of `jobs` CANCELLED, which the runner honours before starting
+        them, then SIGTERM their running job.sh processes (on this host). In that order: a
+        runner that sees a running task fail marks its waiting dependents "dependency
+        failed" unless they are already CANCELLED."""
         states = self.task_states(run, record)
+        waiting = [(name, s.task) for name in jobs for s in states.get(name, [])
+                   if s.state == PENDING]
+        for name, task in waiting:
+            write_task_status(Path(record["jobs"][name]["job_dir"]), task, CANCELLED,
+                              "cancelled by jobctl")
+        done = []
         for name in jobs:
-            job_dir = Path(record["jobs"][name]["job_dir"])
             for state in states.get(name, []):
-                status = run.task_status(record, name, state.task) or {}
+                status = job_task_status(record["jobs"][name], state.task) or {}
                 if state.state == RUNNING and process_alive(status.get("pid")):
                     os.kill(status["pid"], signal.SIGTERM)
                     done.append(f"{name}:{state.task} (pid {status['pid']})")
-                elif state.state == PENDING:
-                    write_task_status(job_dir, state.task, CANCELLED, "cancelled by jobctl")
-                    done.append(f"{name}:{state.task}")
-        return done
+        return done + [f"{name}:{task}" for name, task in waiting]
 
 
 class _Scheduler:
     """Dependency-ordered execution of the selected tasks on a thread pool."""
 
-    def __init__(self, run: Run, record: Mapping[str, Any],
-                 selection: Mapping[str, Sequence[int]], parallel: int) -> None:
-        self.run_ = run
+    def __init__(self, record: Mapping[str, Any], selection: Mapping[str, Sequence[int]],
+                 parallel: int) -> None:
         self.record = record
         self.parallel = parallel
         self.waiting = {name: list(tasks) for name, tasks in selection.items()}
@@ -200,7 +209,7 @@ class _Scheduler:
                 continue
             while tasks and len(ready) < slots:
                 task = tasks.pop(0)
-                status = self.run_.task_status(self.record, name, task) or {}
+                status = job_task_status(self.record["jobs"][name], task) or {}
                 if status.get("state") == CANCELLED:
                     self._finish(name, task, ok=False)
                 else:
@@ -224,7 +233,7 @@ class _Scheduler:
             code = proc.wait()
         with self.lock:
             self.procs.pop((name, task), None)
-        status = self.run_.task_status(self.record, name, task) or {}
+        status = job_task_status(self.record["jobs"][name], task) or {}
         if status.get("state") not in TERMINAL:
             write_task_status(job_dir, task, FAILED if code else COMPLETED,
                               "job.sh ended without recording its status", exit_code=code)
@@ -241,7 +250,7 @@ class _Scheduler:
             if failed not in self.record["jobs"][name]["needs"] or name in self.failed_jobs:
                 continue
             for task in tasks:
-                status = self.run_.task_status(self.record, name, task) or {}
+                status = job_task_status(self.record["jobs"][name], task) or {}
                 if status.get("state") != CANCELLED:  # keep `jobctl cancel`'s own record
                     write_task_status(self.job_dir(name), task, CANCELLED,
                                       f"{DEPENDENCY_FAILED} ({failed})")

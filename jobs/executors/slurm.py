@@ -7,9 +7,18 @@ become dependencies (cached or already completed needs add none: SLURM treats an
 as satisfied, so a stale id would be wrong anyway). `--array` is given only for a subset of an
 array's tasks (resubmission of failed indices); otherwise the script's #SBATCH --array holds,
 so a whole array (up to MaxArraySize tasks, throttle `%K` included) is ONE sbatch call.
-Every id is written to run.json right after its sbatch returns, with the resources the
-job.sh asks for. When an sbatch fails, the jobs already queued by the same call are cancelled
-and UsageError carries sbatch's message.
+Every sbatch gets `--comment=jobctl:RUN/JOB:HEX`, a token unique to that submission, and
+the submission is written to run.json BEFORE sbatch runs (job id null), then its id right
+after sbatch returns, with the resources the job.sh asks for. When sbatch fails, prints no
+job id, or does not answer within COMMAND_TIMEOUT seconds (it may still have queued the
+job: SLURM's `Socket timed out` errors do), the job is looked up by its token in SLURM's
+queue (`scontrol -o show job`, field Comment): found, its id is recorded with a note that
+`jobctl submit` prints, and submission goes on. Not found, the jobs already queued by the
+same call are cancelled and UsageError carries sbatch's message; a submission that sbatch
+rejected (non-zero exit) is removed from run.json, one whose answer was lost (garbage,
+timeout) stays, so that `jobctl status` keeps looking for its token and never calls a job
+that was queued after all "never submitted". A submission without an id takes the one its
+token finds in the queue, else the one job.sh wrote into its status file.
 
 State of a task, first that knows: its own status file when it recorded an end (COMPLETED,
 FAILED, CANCELLED, PREEMPTED; but SLURM's TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED...
@@ -35,6 +44,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 import subprocess
 import time
@@ -44,6 +54,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jobs import PROJECT_DIR
 from jobs.errors import UsageError
 from jobs.executors import (
     ACTIVE,
@@ -66,9 +77,9 @@ from jobs.executors import (
     task_log_path,
     with_requeues,
 )
-from jobs.plan import PROJECT_DIR
 from jobs.render import sbatch_log_path
 from jobs.state import Run
+from jobs.taskstatus import job_task_status
 
 COMMAND_TIMEOUT = 60
 STALE_SECONDS = 300
@@ -233,17 +244,38 @@ class SlurmExecutor(Executor):
             for name, tasks in selection.items():
                 job = record["jobs"][name]
                 deps = [new_ids[n] for n in job["needs"] if n in new_ids]
-                argv = self.sbatch_argv(job, tasks, deps)
-                new_ids[name] = _sbatch(argv)
-                submission = {"executor": self.name, "job_id": new_ids[name],
-                              "tasks": list(tasks), "dependency": deps, "argv": argv,
-                              "submitted": time.time(), "resources": job["spec"]["resources"]}
-                run.update(lambda r, n=name, s=submission: r["jobs"][n]["submissions"].append(s))
+                new_ids[name] = self._submit_job(run, name, job, tasks, deps)
         except UsageError:
             if new_ids:
                 _scancel(list(new_ids.values()))
             raise
         return bool(new_ids)
+
+    def _submit_job(self, run: Run, name: str, job: Mapping[str, Any], tasks: Sequence[int],
+                    deps: Sequence[str]) -> str:
+        """sbatch one job, recorded before and after (see the module docstring); its id."""
+        token = f"jobctl:{run.id}/{name}:{secrets.token_hex(4)}"
+        argv = self.sbatch_argv(job, tasks, deps)
+        argv.insert(1, f"--comment={token}")
+        submission = {"executor": self.name, "job_id": None, "token": token,
+                      "tasks": list(tasks), "dependency": list(deps), "argv": argv,
+                      "submitted": time.time(), "resources": job["spec"]["resources"]}
+        run.update(lambda r: r["jobs"][name]["submissions"].append(submission))
+        note = None
+        try:
+            job_id = _sbatch(argv)
+        except SbatchUnclear as exc:
+            found = job_by_comment(token)
+            if found is None:
+                if exc.rejected:
+                    run.update(lambda r: _drop_submission(r["jobs"][name], token))
+                    raise
+                raise UsageError(f"{exc}; SLURM lists no job with comment {token}, so it was "
+                                 f"probably not queued (if it shows up, `jobctl status "
+                                 f"{run.id}` reports it)") from exc
+            job_id, note = found, f"{exc}; found the job by its comment {token}"
+        run.update(lambda r: _set_submission_id(r["jobs"][name], token, job_id, note))
+        return job_id
 
     @staticmethod
     def sbatch_argv(job: Mapping[str, Any], tasks: Sequence[int], deps: Sequence[str]) -> list[str]:
@@ -263,28 +295,35 @@ class SlurmExecutor(Executor):
         return [*argv, str(Path(job["job_dir"]) / "job.sh")]
 
     def task_states(self, run: Run, record: Mapping[str, Any]) -> dict[str, list[TaskState]]:
-        live = index_records(_scontrol_records())
+        queue = _scontrol_records()
+        live = index_records(queue)
         done = index_records(_jobcomp_records())
+        comments = {r["Comment"]: r.get("ArrayJobId") or r.get("JobId") for r in queue
+                    if r.get("Comment", "").startswith("jobctl:")}
         states: dict[str, list[TaskState]] = {}
         for name in record["order"]:
             job = record["jobs"][name]
             if job["skipped"]:
                 continue
             latest = latest_submissions(job)
-            states[name] = [self._task_state(run, record, name, task, latest.get(task),
-                                             (live, done)) for task in range(job["tasks"])]
+            states[name] = [self._task_state(job, task, latest.get(task), (live, done),
+                                             comments) for task in range(job["tasks"])]
         return states
 
     @staticmethod
-    def _task_state(run: Run, record: Mapping[str, Any], name: str, task: int,
-                    submission: Mapping[str, Any] | None,
-                    sources: tuple[SlurmRecords, SlurmRecords]) -> TaskState:
+    def _task_state(job: Mapping[str, Any], task: int, submission: Mapping[str, Any] | None,
+                    sources: tuple[SlurmRecords, SlurmRecords],
+                    comments: Mapping[str, str]) -> TaskState:
         if submission is None:
             return TaskState(task, UNKNOWN, reason="never submitted")
-        job = record["jobs"][name]
-        sub_id = submission["job_id"]
+        status = job_task_status(job, task)
+        sub_id = submission_id(job, submission, status, comments)
+        if sub_id is None:
+            if status and status["state"] in _TERMINAL_STATUS:
+                return ended_state(status, task, None)
+            return TaskState(task, UNKNOWN, reason="sbatch gave no job id and SLURM lists no "
+                             f"job with comment {submission.get('token')}")
         job_id = f"{sub_id}_{task}" if job["array"] else sub_id
-        status = run.task_status(record, name, task)
         slurm = None
         for by_task, by_job in sources:
             found = by_task.get((sub_id, task)) or by_job.get(sub_id)
@@ -301,14 +340,25 @@ class SlurmExecutor(Executor):
         states = self.task_states(run, record)
         ids: list[str] = []
         for name in jobs:
-            latest = latest_submissions(record["jobs"][name])
             for state in states.get(name, []):
-                job_id = latest[state.task]["job_id"] if state.task in latest else None
+                job_id = state.job_id.split("_")[0] if state.job_id else None
                 if state.state in ACTIVE and job_id and job_id not in ids:
                     ids.append(job_id)
         if ids:
             _scancel(ids)
         return ids
+
+
+def submission_id(job: Mapping[str, Any], submission: Mapping[str, Any],
+                  status: Mapping[str, Any] | None, comments: Mapping[str, str]) -> str | None:
+    """The SLURM id of a submission: recorded, else found in the queue by its token, else
+    the one job.sh wrote into the task's status file; None when nothing knows it."""
+    if submission.get("job_id"):
+        return submission["job_id"]
+    if submission.get("token") in comments:
+        return comments[submission["token"]]
+    written = (status or {}).get("slurm_array_job_id" if job["array"] else "slurm_job_id")
+    return str(written) if isinstance(written, int) else None
 
 
 def _merged_state(task: int, job_id: str, status: Mapping[str, Any] | None,
@@ -388,6 +438,19 @@ def _stale(found: Mapping[str, str], submission: Mapping[str, Any]) -> bool:
     return submitted is not None and submitted < submission["submitted"] - STALE_SECONDS
 
 
+class CommandTimeout(UsageError):
+    """A SLURM command did not answer within COMMAND_TIMEOUT seconds (and was killed)."""
+
+
+class SbatchUnclear(UsageError):
+    """sbatch failed (`rejected`: it exited non-zero), printed no job id, or timed out: the
+    job may be queued all the same."""
+
+    def __init__(self, message: str, rejected: bool) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
@@ -396,7 +459,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         raise UsageError(f"{argv[0]} not found: SLURM's client commands are not installed "
                          "(use `jobctl run` to execute locally)") from exc
     except subprocess.TimeoutExpired as exc:
-        raise UsageError(f"{argv[0]} did not answer within {COMMAND_TIMEOUT}s") from exc
+        raise CommandTimeout(f"{argv[0]} did not answer within {COMMAND_TIMEOUT}s") from exc
 
 
 def _one_line(text: str) -> str:
@@ -404,11 +467,38 @@ def _one_line(text: str) -> str:
 
 
 def _sbatch(argv: list[str]) -> str:
-    result = _run(argv)
+    """The job id sbatch printed, or SbatchUnclear."""
+    try:
+        result = _run(argv)
+    except CommandTimeout as exc:
+        raise SbatchUnclear(f"{exc} for {argv[-1]}", rejected=False) from exc
     if result.returncode != 0:
-        raise UsageError(f"sbatch failed for {argv[-1]}: "
-                         f"{_one_line(result.stderr or result.stdout)}")
-    return parse_sbatch_id(result.stdout)
+        raise SbatchUnclear(f"sbatch failed for {argv[-1]}: "
+                            f"{_one_line(result.stderr or result.stdout)}", rejected=True)
+    try:
+        return parse_sbatch_id(result.stdout)
+    except UsageError as exc:
+        raise SbatchUnclear(f"{exc} for {argv[-1]}", rejected=False) from exc
+
+
+def job_by_comment(token: str) -> str | None:
+    """The id of the job in SLURM's queue whose comment is `token` (an array's own id)."""
+    for record in _scontrol_records():
+        if record.get("Comment") == token:
+            return record.get("ArrayJobId") or record.get("JobId")
+    return None
+
+
+def _drop_submission(job: dict[str, Any], token: str) -> None:
+    job["submissions"] = [s for s in job["submissions"] if s.get("token") != token]
+
+
+def _set_submission_id(job: dict[str, Any], token: str, job_id: str, note: str | None) -> None:
+    for submission in job["submissions"]:
+        if submission.get("token") == token:
+            submission["job_id"] = job_id
+            if note:
+                submission["note"] = note
 
 
 def _scancel(ids: Sequence[str]) -> None:

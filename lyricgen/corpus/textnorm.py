@@ -56,12 +56,6 @@ def normalize_line(line: str) -> str:
     return " ".join(_INVISIBLE.sub("", line).split())
 
 
-def normalize_text(text: str) -> str:
-    """NFC, newline and whitespace normalisation only (no junk rules, no blank-line collapse)."""
-    text = _NEWLINES.sub("\n", unicodedata.normalize("NFC", text))
-    return "\n".join(normalize_line(line) for line in text.split("\n"))
-
-
 def _strip_contributors(text: str, counts: Counter[str]) -> str:
     match = _CONTRIBUTORS.match(text)
     if not match:

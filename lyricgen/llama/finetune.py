@@ -36,6 +36,7 @@ that finishes.
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import sys
 import time
@@ -49,7 +50,7 @@ from kindspec.provenance import package_versions
 from lyricgen import dist
 from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
-from lyricgen.io import atomic_write_json, remove_stale_temp_files
+from lyricgen.io import atomic_write_json, publish_dir, remove_stale_temp_files
 from lyricgen.llama import checkpoint, metrics
 from lyricgen.llama.data import Examples, Schedule, build_examples, read_texts
 from lyricgen.llama.load import (
@@ -153,17 +154,18 @@ class FinetuneRun:
         return {"params": self.p.resume_key(), "world_size": self.info.world_size}
 
     def _resume(self) -> int:
-        """Load the newest checkpoint (if any); returns the number of steps already done.
-        Rank 0 first deletes what a killed run left half-written (temp files, checkpoint
-        temp dirs); complete files are never touched."""
+        """Load the newest checkpoint that loads (if any; one warning line per newer one that
+        does not); returns the number of steps already done. Rank 0 first deletes what a
+        killed run left half-written (temp files, checkpoint temp dirs); complete files are
+        never touched."""
         if self.info.is_main:
             remove_stale_temp_files(self.ctx.out_dir)
             checkpoint.remove_partial(self.ckpt_root)
         dist.barrier(self.info)
-        last = checkpoint.latest(self.ckpt_root)
-        if last is None:
+        found = checkpoint.load_newest(self.ckpt_root, self.model, main=self.info.is_main)
+        if found is None:
             return 0
-        state = checkpoint.load(last, self.model)
+        last, state = found
         if state["meta"] != self._meta():
             old, new = state["meta"], self._meta()
             diff = sorted(k for k in {**old["params"], **new["params"]}
@@ -219,10 +221,11 @@ class FinetuneRun:
         the end."""
         record = {"step": step, "epoch": round(step / self.schedule.steps_per_epoch, 4),
                   "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                  "tokens": self.tokens, "valid_loss": None, "valid_ppl": None}
+                  "tokens": self.tokens, "valid_loss": None, "valid_ppl": None,
+                  "valid_bpc": None}
         if self.valid_data is not None and (step % self.p.eval_every == 0
                                             or step == self.schedule.total_steps):
-            record["valid_loss"] = self._evaluate()
+            record["valid_loss"], record["valid_bpc"] = self._evaluate()
             record["valid_ppl"] = metrics.perplexity(record["valid_loss"])
         return record
 
@@ -248,11 +251,15 @@ class FinetuneRun:
         return float(total) / targets, grad_norm
 
     @torch.no_grad()
-    def _evaluate(self) -> float:
-        """Mean loss per target token over the whole valid split (sharded over ranks)."""
+    def _evaluate(self) -> tuple[float, float]:
+        """(mean loss per target token, bits per character) over the whole valid split (sharded
+        over ranks), from one pass. The characters are those the scored targets stand for
+        (lyricgen.llama.data: a block's first token is context, not scored, and its characters
+        are not counted), so this bpc is on the scale of `lyricgen evaluate`, with less context
+        (each block_size block starts cold) and so somewhat higher."""
         data: Examples = self.valid_data  # type: ignore[assignment]
         self.model.eval()
-        sums = torch.zeros(2, dtype=torch.float64)
+        sums = torch.zeros(3, dtype=torch.float64)
         rows = torch.arange(self.info.rank, len(data), self.info.world_size)
         for chunk in rows.split(self.p.batch_size):
             batch = {k: v.to(self.device) for k, v in data.batch(chunk).items()}
@@ -261,9 +268,10 @@ class FinetuneRun:
                                     attention_mask=batch["attention_mask"]).logits
             sums[0] += float(token_loss_sum(logits, batch["labels"]))
             sums[1] += data.target_count(chunk)
+            sums[2] += data.char_count(chunk)
         self.model.train()
         sums = dist.all_reduce(sums, self.info)
-        return float(sums[0] / sums[1])
+        return float(sums[0] / sums[1]), float(sums[0] / math.log(2) / sums[2])
 
     def _save_checkpoint(self, step: int) -> None:
         if self.info.is_main:
@@ -277,6 +285,7 @@ class FinetuneRun:
 
     def _summary(self) -> dict[str, Any]:
         evals = [r["valid_loss"] for r in self.history if r["valid_loss"] is not None]
+        bpcs = [r.get("valid_bpc") for r in self.history if r["valid_loss"] is not None]
         last = self.history[-1] if self.history else {}
         return {"kind": "finetune-llama", "precision": self.precision.describe(),
                 "world_size": self.info.world_size, "steps": last.get("step", 0),
@@ -285,6 +294,7 @@ class FinetuneRun:
                 "train_examples": len(self.train_data), "tokens": self.tokens,
                 "final_loss": last.get("loss"), "final_valid_loss": evals[-1] if evals else None,
                 "final_valid_ppl": metrics.perplexity(evals[-1]) if evals else None,
+                "final_valid_bpc": bpcs[-1] if bpcs else None,
                 "best_valid_loss": min(evals) if evals else None}
 
     def _finish(self, start: int, seconds: float) -> dict[str, Any]:
@@ -315,4 +325,4 @@ class FinetuneRun:
             "params": self.p.as_dict(), "precision": self.precision.describe(),
             "world_size": self.info.world_size, "summary": summary,
             "versions": package_versions()})
-        return checkpoint.publish_dir(tmp, final)
+        return publish_dir(tmp, final)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lyricgen.llama.load import check_model_dir, load_model, load_tokenizer, resolve_precision
+from lyricgen.llama.load import load_for_inference
 from lyricgen.sampling import sample_next
 
 
@@ -32,31 +32,14 @@ class LlamaGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device)
+        self._lines: LlamaLines | None = None
 
     @classmethod
     def from_path(cls, path: str | Path, device: str = "auto", *, base: str | Path | None = None,
                   load_in_4bit: bool = False) -> LlamaGenerator:
         """Load a model dir or an adapter dir (with its base) for generation."""
-        path = Path(path)
-        adapter = (path / "adapter_config.json").is_file()
-        if adapter:
-            from lyricgen.llama.merge import adapter_base, tokenizer_dir
-
-            base_dir = check_model_dir(base if base is not None else adapter_base(path), "base")
-        else:
-            base_dir = check_model_dir(path, "model")
-        precision = resolve_precision(device, load_in_4bit)
-        model = load_model(base_dir, precision)
-        if adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(path))
-            if not precision.quantize_4bit:
-                model = model.merge_and_unload()
-            tokenizer = load_tokenizer(tokenizer_dir(path, base_dir), padding_side="left")
-        else:
-            tokenizer = load_tokenizer(base_dir, padding_side="left")
-        model.eval()
+        model, tokenizer, precision = load_for_inference(
+            path, device, base=base, load_in_4bit=load_in_4bit, padding_side="left")
         return cls(model, tokenizer, precision.device)
 
     def _prompt_batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,8 +91,10 @@ class LlamaGenerator:
         return self._decode(produced, len(prompts), eos)
 
     def line_model(self) -> LlamaLines:
-        """This generator as lyricgen.verse.compose's LineModel."""
-        return LlamaLines(self)
+        """This generator as lyricgen.verse.compose's LineModel (one per generator)."""
+        if self._lines is None:
+            self._lines = LlamaLines(self)
+        return self._lines
 
     def _decode(self, produced: list[torch.Tensor], rows: int, eos: int) -> list[str]:
         if not produced:

@@ -1,7 +1,8 @@
 """Precision policy and offline loading of a local LLaMA-family model directory.
 
 Precision (decided explicitly from `torch.cuda.is_available()` and the params, never from what
-happens to import; `Precision.describe()` is the ONE line a step logs at start):
+happens to import; the dtype by lyricgen.precision, shared with train-rnn;
+`Precision.describe()` is the ONE line a step logs at start):
 - CUDA, load_in_4bit unset or true: QLoRA -- NF4 4-bit weights, double quantization, compute in
   bf16, or fp16 where the GPU has no bf16 (`torch.cuda.is_bf16_supported()` False: Turing, e.g.
   Titan RTX). CUDA with load_in_4bit false: plain LoRA on bf16 (fp16) weights.
@@ -21,6 +22,7 @@ silenced here (never install `kernels`: it downloads from the Hub).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -31,11 +33,11 @@ import torch
 
 from kindspec.inputs import input_problem
 from lyricgen.errors import LyricgenInputError
+from lyricgen.precision import DTYPES, compute_dtype
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -83,16 +85,10 @@ def resolve_precision(device: str, load_in_4bit: bool | None = None, dtype: str 
     where = resolve_device(device, local_rank)
     cuda = where.startswith("cuda")
     quantize = cuda if load_in_4bit is None else bool(load_in_4bit)
-    if dtype == "auto":
-        if cuda:
-            chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            chosen = torch.float32
-    elif dtype in DTYPES:
-        chosen = DTYPES[dtype]
-    else:
+    if dtype != "auto" and dtype not in DTYPES:
         raise LyricgenInputError(f"params: dtype: must be auto or one of {sorted(DTYPES)}, "
                                  f"got {dtype!r}")
+    chosen = compute_dtype(dtype, "cuda" if cuda else "cpu", cpu_auto_bf16=False)
     if quantize:
         require_bitsandbytes()
     return Precision(device=where, quantize_4bit=quantize, dtype=chosen)
@@ -170,3 +166,56 @@ def load_model(path: str | Path, precision: Precision, *, training: bool = False
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
     model.config.use_cache = False
     return model
+
+
+def adapter_base(adapter_dir: Path) -> str:
+    """The base model path recorded in adapter_config.json (base_model_name_or_path)."""
+    config_path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise LyricgenInputError(f"{config_path}: no such file (not a LoRA adapter dir)") from exc
+    except ValueError as exc:
+        raise LyricgenInputError(f"{config_path}: not valid JSON ({exc})") from exc
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise LyricgenInputError(f"{config_path}: base_model_name_or_path: missing")
+    return base
+
+
+def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
+    """The adapter's own tokenizer copy when it saved one (finetune-llama does), else the
+    base's."""
+    return adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """Whether `path` holds a LoRA adapter (peft's adapter_config.json)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_for_inference(path: str | Path, device: str = "auto", *,
+                       base: str | Path | None = None, load_in_4bit: bool = False,
+                       padding_side: str = "right") -> tuple[Any, Any, Precision]:
+    """(model in eval mode, tokenizer, precision) from a model dir, or from an adapter dir
+    (adapter_config.json) on its base: `base`, else the adapter's base_model_name_or_path. An
+    adapter on an unquantized base is merged in memory (faster); on a 4-bit base it stays a
+    PeftModel. The adapter's own tokenizer copy is used when it has one."""
+    path = Path(path)
+    adapter = is_adapter_dir(path)
+    if adapter:
+        base_dir = check_model_dir(base if base is not None else adapter_base(path), "base")
+    else:
+        base_dir = check_model_dir(path, "model")
+    precision = resolve_precision(device, load_in_4bit)
+    model = load_model(base_dir, precision)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(path))
+        if not precision.quantize_4bit:
+            model = model.merge_and_unload()
+    tokenizer = load_tokenizer(tokenizer_dir(path, base_dir) if adapter else base_dir,
+                               padding_side=padding_side)
+    model.eval()
+    return model, tokenizer, precision

@@ -15,23 +15,16 @@ import shutil
 from pathlib import Path
 
 from lyricgen.errors import LyricgenInputError
-from lyricgen.llama.checkpoint import publish_dir
-from lyricgen.llama.load import DTYPES, Precision, check_model_dir, load_model
-
-
-def adapter_base(adapter_dir: Path) -> str:
-    """The base model path recorded in adapter_config.json (base_model_name_or_path)."""
-    config_path = adapter_dir / "adapter_config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise LyricgenInputError(f"{config_path}: no such file (not a LoRA adapter dir)") from exc
-    except ValueError as exc:
-        raise LyricgenInputError(f"{config_path}: not valid JSON ({exc})") from exc
-    base = config.get("base_model_name_or_path")
-    if not isinstance(base, str) or not base:
-        raise LyricgenInputError(f"{config_path}: base_model_name_or_path: missing")
-    return base
+from lyricgen.io import publish_dir
+from lyricgen.llama.load import (
+    DTYPES,
+    Precision,
+    adapter_base,
+    check_model_dir,
+    is_adapter_dir,
+    load_model,
+    tokenizer_dir,
+)
 
 
 def saved_dtype(model_dir: Path) -> str:
@@ -39,10 +32,6 @@ def saved_dtype(model_dir: Path) -> str:
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     name = config.get("dtype") or config.get("torch_dtype")
     return name if name in DTYPES else "float32"
-
-
-def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
-    return adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
 
 
 def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_dir: str | Path | None = None,
@@ -55,7 +44,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base_dir: str | 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     base = check_model_dir(base_dir if base_dir is not None else adapter_base(adapter_dir),
                            key="base")
-    if not (adapter_dir / "adapter_config.json").is_file():
+    if not is_adapter_dir(adapter_dir):
         raise LyricgenInputError(f"{adapter_dir}: not a LoRA adapter dir (no adapter_config.json)")
     name = saved_dtype(base) if dtype == "auto" else dtype
     if name not in DTYPES:

@@ -1,5 +1,7 @@
 """Training metrics files: metrics.csv (one row per optimizer step), metrics.json (summary and
-history) and loss.png (train loss per step, valid loss at each evaluation), all atomic."""
+history) and loss.png (train loss per step, valid loss at each evaluation), all atomic.
+valid_loss is nats per token, valid_ppl its exp, valid_bpc the same pass in bits per character
+of the scored text (lyricgen.llama.data), the scale `lyricgen evaluate` shares with the RNNs."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from typing import Any
 
 from lyricgen.io import atomic_write_json, atomic_write_text
 
-COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens", "valid_loss", "valid_ppl")
+COLUMNS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens", "valid_loss", "valid_ppl",
+           "valid_bpc")
 
 
 def perplexity(loss: float) -> float:

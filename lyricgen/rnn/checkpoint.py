@@ -4,6 +4,7 @@ Layout (inside the job's out dir):
 ```
 checkpoint/
   last.pt     full training state after the latest checkpointed step (resume point)
+  previous.pt the last.pt before it (the fallback when last.pt does not load)
   best.pt     the same format, saved at the best validation so far (absent without valid data)
   vocab.json  the vocabulary (Vocab.to_dict), also embedded in every .pt
   model.json  {"model_config": ..., "params": ...}, also embedded in every .pt
@@ -20,51 +21,52 @@ resolved job params), `world_size` (processes that trained it) and `rng_ranks` (
 process's RNG states, None for one process; `rng` is rank 0's). With several processes
 `hidden` holds all their streams, in rank order.
 
-Files are written atomically (temp file in the same directory, fsync, os.replace): a kill leaves
-the previous complete file. A generator loads best.pt when present, else last.pt.
+Files are written atomically (lyricgen.io: temp file in the same directory, fsync, rename):
+a kill leaves the previous complete file, and a failed write (disk full, I/O error) is one
+LyricgenWriteError naming the file, with no partial file left. Before last.pt is replaced,
+the version it replaces becomes previous.pt (a hard link, no copy), so a resume can fall back
+to it (`load_resume_point`). A generator loads best.pt when present, else last.pt.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lyricgen.checkpoints import newest_loadable
 from lyricgen.errors import LyricgenInputError
-from lyricgen.io import atomic_write_json
+from lyricgen.io import atomic_write_bytes, atomic_write_json, keep_previous
 from lyricgen.rnn.model import ModelConfig, RnnLM
 from lyricgen.rnn.vocab import Vocab
 
 FORMAT = "lyricgen-rnn/1"
 CHECKPOINT_DIR = "checkpoint"
 LAST = "last.pt"
+PREVIOUS = "previous.pt"
 BEST = "best.pt"
 
 
-def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
-    """torch.save `payload` to `path` atomically (temp file + fsync + rename + dir fsync)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+def save_checkpoint(payload: dict[str, Any], path: Path, previous: Path | None = None) -> Path:
+    """torch.save `payload` to `path` atomically; with `previous`, the file `path` held until
+    now is kept there. LyricgenWriteError naming the file when it cannot be written."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    if previous is not None:
+        keep_previous(path, previous)
+    return atomic_write_bytes(path, buffer.getbuffer())
+
+
+def load_resume_point(directory: Path, *, main: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of `directory` that loads, last.pt else previous.pt, with its
+    payload (lyricgen.checkpoints: a warning line per file that does not load); None when
+    there is neither."""
+    candidates = [directory / name for name in (LAST, PREVIOUS) if (directory / name).is_file()]
+    return newest_loadable(candidates, load_checkpoint, kind="train-rnn", main=main)
 
 
 def write_sidecars(directory: Path, vocab: Vocab, config: ModelConfig,

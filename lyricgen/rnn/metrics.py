@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from lyricgen.io import atomic_write_text
+from lyricgen.io import append_error, atomic_write_text
 
 COLUMNS = ("step", "epoch", "train_loss", "lr", "tokens_per_s", "val_bpc", "val_ppl",
            "elapsed")
@@ -40,9 +40,13 @@ class MetricsCsv:
         atomic_write_text(self.path, buffer.getvalue())
 
     def append(self, **values: Any) -> None:
+        """Append one row (LyricgenWriteError naming the file when the disk refuses it)."""
         row = {key: _cell(values.get(key)) for key in COLUMNS}
-        with self.path.open("a", encoding="utf-8", newline="") as handle:
-            csv.DictWriter(handle, COLUMNS).writerow(row)
+        try:
+            with self.path.open("a", encoding="utf-8", newline="") as handle:
+                csv.DictWriter(handle, COLUMNS).writerow(row)
+        except OSError as exc:
+            raise append_error(self.path, exc) from exc
 
 
 def _cell(value: Any) -> str:

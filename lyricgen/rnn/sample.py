@@ -38,6 +38,7 @@ class RnnGenerator:
         self.vocab = vocab
         self.device = device
         self.source = source
+        self._lines: RnnLines | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> RnnGenerator:
@@ -92,8 +93,10 @@ class RnnGenerator:
         return last.float(), hidden
 
     def line_model(self) -> RnnLines:
-        """This generator as lyricgen.verse.compose's LineModel."""
-        return RnnLines(self)
+        """This generator as lyricgen.verse.compose's LineModel (one per generator)."""
+        if self._lines is None:
+            self._lines = RnnLines(self)
+        return self._lines
 
     def _continuation(self, prompt: list[int], generated: list[int], strip_marker: bool,
                       marker_len: int) -> str:
@@ -139,13 +142,21 @@ class RnnLines:
     @torch.inference_mode()
     def advance(self, state: Hidden, tokens: torch.Tensor, active: torch.Tensor
                 ) -> tuple[Hidden, torch.Tensor]:
-        logits, new = self.generator.model(tokens[:, None], state)
-        keep = active[None, :, None]
-        if isinstance(new, tuple):
-            new = tuple(torch.where(keep, n, o) for n, o in zip(new, state, strict=True))
-        else:
-            new = torch.where(keep, new, state)
-        return new, logits[:, 0].float()
+        """Runs the model on the active rows only (finished candidates cost nothing); the
+        inactive rows keep their state and get zero logits."""
+        rows = active.nonzero()[:, 0]
+        parts = state if isinstance(state, tuple) else (state,)
+        out, new = self.generator.model(tokens[rows, None],
+                                        self._pack([p.index_select(1, rows) for p in parts]))
+        new_parts = new if isinstance(new, tuple) else (new,)
+        merged = tuple(p.index_copy(1, rows, n) for p, n in zip(parts, new_parts, strict=True))
+        logits = out.new_zeros(len(tokens), out.size(-1), dtype=torch.float32)
+        logits[rows] = out[:, 0].float()
+        return self._pack(list(merged)), logits
+
+    @staticmethod
+    def _pack(parts: list[torch.Tensor]) -> Hidden:
+        return tuple(parts) if len(parts) == 2 else parts[0]  # type: ignore[return-value]
 
     def select(self, state: Hidden, rows: torch.Tensor) -> Hidden:
         if isinstance(state, tuple):

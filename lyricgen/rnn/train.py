@@ -9,10 +9,11 @@ streams read in windows of `seq_len`; the hidden state is carried between window
 and reset at each epoch start. With `shuffle_songs` every epoch concatenates the songs in a
 new seeded order. AdamW (weight decay on matrices only), gradient clipping,
 warmup + cosine/linear decay following steps or, with `max_minutes`, the wall clock
-(lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate) runs
-after every epoch and every `eval_every` steps; `patience` validations without a new best stop
-the run. When `max_minutes` of wall clock (data loading and validations included) are spent
-the run stops, validates and checkpoints. CUDA uses autocast (bf16 where supported, else fp16
+(lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate, so
+a word model's unknown valid words are charged their spelling there too) runs after every
+epoch and every `eval_every` steps; `patience` validations without a new best stop the run.
+When `max_minutes` of wall clock (data loading and validations included) are spent the run
+stops, validates and checkpoints. CUDA uses autocast (bf16 where supported, else fp16
 with a GradScaler); CPU uses bf16 autocast where the cores have bf16 instructions, else fp32
 (`precision` overrides either). Master weights, optimizer state and validation stay fp32.
 
@@ -20,6 +21,8 @@ Resumption: a run started again in an out dir that holds checkpoint/last.pt cont
 it (model, optimizer, scaler, RNG, carried hidden state, position in the data) and produces
 the same per-step losses as an uninterrupted run. That identity holds for step-driven
 schedules; with `max_minutes` the learning rate follows the clock, so a resumed run differs.
+When last.pt does not load, one warning line says why and the run resumes from previous.pt,
+the checkpoint before it (lyricgen.checkpoints).
 Params other than max_steps, checkpoint_every, log_every and device must equal the
 checkpoint's, or the run refuses to start (one error line).
 
@@ -44,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,19 +57,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lyricgen import dist
+from lyricgen import dist, threads
 from lyricgen.errors import LyricgenInputError
-from lyricgen.evaluate import EvalResult, eval_result, score_ids
+from lyricgen.evaluate import EvalResult, eval_result, score_ids, unk_spelling_bits
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
 from lyricgen.params import check_world_size
 from lyricgen.plots import save_curves
+from lyricgen.precision import compute_dtype, short_name
 from lyricgen.preempt import Preempted, StopSignals
 from lyricgen.rnn.checkpoint import (
     BEST,
     CHECKPOINT_DIR,
     FORMAT,
     LAST,
-    load_checkpoint,
+    PREVIOUS,
+    load_resume_point,
     save_checkpoint,
     write_sidecars,
 )
@@ -85,7 +89,6 @@ from lyricgen.rnn.model import (
 from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.vocab import Vocab
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PREEMPTED = "preempted"
 _SIGNAL_CODES = (None, "USR1", "TERM")  # StopSignals.received, ordered for a max-reduce
 CLOCK_SYNC_STEPS = 8
@@ -117,22 +120,11 @@ class TrainResult:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA devices that support it, fp16 on older CUDA; on CPU bf16 where
-    the cores compute it natively (AVX512-BF16 or AMX: oneDNN's LSTM then runs ~1.5x faster
-    at batch 16), else fp32 (emulated bf16 is slower than fp32)."""
-    if name != "auto":
-        if name == "fp16" and device.type != "cuda":
-            raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
-        return name
-    if device.type != "cuda":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX tiles)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    """"fp32", "bf16" or "fp16" for the `precision` param on `device` (auto: the policy of
+    lyricgen.precision, bf16 on CPUs that compute it natively); fp16 needs CUDA."""
+    if name == "fp16" and device.type != "cuda":
+        raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
+    return short_name(compute_dtype(name, device.type, cpu_auto_bf16=True))
 
 
 class Trainer:
@@ -144,6 +136,7 @@ class Trainer:
         self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
         self.progress_bar = progress_bar
         self.stop_signal: str | None = None  # "USR1" or "TERM" once fit stopped on one
+        self.resume_path: Path | None = None  # the checkpoint this run resumed from
         self.clock_start = time.monotonic()
         self.now = 0.0  # the elapsed seconds all processes agreed on at the current step
         self.agreed_at: int | None = None  # the step of the last agreement (several processes)
@@ -183,10 +176,12 @@ class Trainer:
         self.state = TrainState()
         self.metrics = MetricsCsv(self.out_dir / "metrics.csv")
         self.valid_ids = self.vocab.encode(self.valid_text) if self.valid_text else []
+        self.valid_unk_bits = (unk_spelling_bits(self.vocab, self.valid_text)[0]
+                               if self.valid_text else 0.0)
         if resume:
             self._restore(resume)
             if self.is_main:
-                print(f"train-rnn: resuming from {self.ckpt_dir / LAST} at step "
+                print(f"train-rnn: resuming from {self.resume_path} at step "
                       f"{self.state.step} (epoch {self.state.epoch}, window "
                       f"{self.state.window})", file=sys.stderr)
         if self.is_main:
@@ -198,13 +193,13 @@ class Trainer:
 
     def _load_resume_point(self) -> dict[str, Any] | None:
         if self.is_main:
-            for stale in self.ckpt_dir.glob(".*.tmp"):  # a kill during a save leaves these
-                stale.unlink(missing_ok=True)
+            remove_stale_temp_files(self.ckpt_dir)  # a kill during a save leaves these
             remove_stale_temp_files(self.out_dir)  # metrics.json / .csv / curves.png temps
-        path = self.ckpt_dir / LAST
-        if not path.is_file():
+        found = load_resume_point(self.ckpt_dir, main=self.is_main)
+        if found is None:
             return None
-        payload = load_checkpoint(path)
+        path, payload = found
+        self.resume_path = path
         old, new = payload["params"], self.config.to_dict()
         for key in sorted(set(old) | set(new)):
             if key not in RESUME_FREE and old.get(key) != new.get(key):
@@ -298,7 +293,8 @@ class Trainer:
         if not self.is_main:
             return
         for name in names:
-            save_checkpoint(payload, self.ckpt_dir / name)
+            save_checkpoint(payload, self.ckpt_dir / name,
+                            previous=self.ckpt_dir / PREVIOUS if name == LAST else None)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -342,7 +338,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.device.type, dtype=compute_dtype(
+            self.precision, self.device.type, cpu_auto_bf16=True))
 
     def _train_step(self, forward: torch.nn.Module, inputs: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:
@@ -382,25 +379,27 @@ class Trainer:
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
         forward = self._data_parallel(self.model)
-        with StopSignals() as stop:
-            while (reason := self._stop_reason(stop)) is None:
-                pending.append(self._train_step(forward, *self.batches.window(state.window)))
-                bar.update()
-                epoch_done = state.window == self.batches.n_windows
-                if epoch_done:
-                    state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
-                    self.batches.set_epoch(state.epoch)
-                if state.step % config.log_every == 0 or epoch_done:
-                    self._log_interval(pending, interval, result, bar)
-                if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
-                    self._validate_and_save()
-                    interval = _Interval(time.monotonic(), state.tokens_seen)
-                elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                    self._save(LAST)
-        del forward
-        if pending:
-            self._log_interval(pending, interval, result, bar)
-        bar.close()
+        try:  # a failed checkpoint write ends the bar's line before the error
+            with StopSignals() as stop:
+                while (reason := self._stop_reason(stop)) is None:
+                    pending.append(self._train_step(forward, *self.batches.window(state.window)))
+                    bar.update()
+                    epoch_done = state.window == self.batches.n_windows
+                    if epoch_done:
+                        state.epoch, state.window, state.hidden = state.epoch + 1, 0, None
+                        self.batches.set_epoch(state.epoch)
+                    if state.step % config.log_every == 0 or epoch_done:
+                        self._log_interval(pending, interval, result, bar)
+                    if epoch_done or (config.eval_every and state.step % config.eval_every == 0):
+                        self._validate_and_save()
+                        interval = _Interval(time.monotonic(), state.tokens_seen)
+                    elif config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                        self._save(LAST)
+            del forward
+            if pending:
+                self._log_interval(pending, interval, result, bar)
+        finally:
+            bar.close()
         state.stop_reason = reason
         if reason not in ("max_steps", PREEMPTED) and state.last_val_step != state.step:
             self._validate_and_save()
@@ -456,7 +455,8 @@ class Trainer:
                         device=self.device, shard=(self.dist.rank, self.dist.world_size))
         total = dist.all_reduce(torch.tensor(nll, dtype=torch.float64, device=self.device),
                                     self.dist)
-        return eval_result(float(total), self.valid_ids, self.valid_text or "")
+        return eval_result(float(total), self.valid_ids, self.valid_text or "",
+                           self.valid_unk_bits)
 
     def _log_validation(self, result: EvalResult) -> None:
         if not self.is_main:
@@ -487,7 +487,9 @@ class Trainer:
             "windows_per_epoch": self.batches.n_windows,
             "vocab_size": len(self.vocab), "parameters": count_parameters(self.model),
             "device": str(self.device), "precision": self.precision,
-            "threads": torch.get_num_threads(), "world_size": self.dist.world_size,
+            "threads": torch.get_num_threads(),
+            "threads_reason": threads.applied().get("reason", "set by the caller"),
+            "world_size": self.dist.world_size,
             "params": self.config.to_dict(),
         }
         atomic_write_json(self.out_dir / "metrics.json", metrics)
@@ -531,20 +533,10 @@ def _cat_hidden(parts: list[Any]) -> Any:
     return torch.cat(parts, dim=1)
 
 
-def _configure_threads() -> None:
-    """Use the CPUs SLURM gave the job (torch would otherwise take every core of the node):
-    OMP_NUM_THREADS when set (jobs.runtime sets cpus / processes for several processes per
-    node), else SLURM_CPUS_PER_TASK."""
-    cpus = os.environ.get("OMP_NUM_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if cpus.isdigit() and int(cpus) > 0:
-        torch.set_num_threads(int(cpus))
-
-
 def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Kind entry point: train, write outputs into ctx.out_dir, return a provenance summary.
     Raises Preempted (exit 75) after saving last.pt when a stop signal ended training."""
     config = TrainConfig.from_params(params)
-    _configure_threads()
     trainer = Trainer(config, ctx.out_dir)
     try:
         metrics = trainer.fit().metrics

@@ -17,11 +17,12 @@ all rows and candidates. For each line of the scheme:
    words with enough partners; any word for a free line) AND bring the line to exactly the
    target syllables; then at most MAX_PUNCTUATION punctuation tokens and the line break. A
    body that passes the target at a word boundary fails;
-4. each row keeps, among its candidates that finished, repeat no earlier line and end on a
-   word no earlier line ends on, the one with the highest mean log-probability per character
-   under the model itself (temperature 1, no filter); its state carries on. When all K fail
-   the row keeps its most likely candidate, broken off with a line break where it stopped
-   (`ComposeStats.forced` counts these lines: they may miss rhyme or meter).
+4. once half of every row's candidates have finished (the slowest bodies are dropped then),
+   each row keeps, among its candidates that finished and repeat no earlier line, the one
+   with the highest mean log-probability per character under the model itself (temperature
+   1, no filter); its state carries on. When all K fail the row keeps its most likely
+   candidate, broken off with a line break where it stopped (`ComposeStats.forced` counts
+   these lines: they may miss rhyme or meter).
 
 Why: at temperature 0.8 a 10-minute char LSTM ends fewer than 1 line in 100 on a consonant
 rhyme with a given partner, so sampling whole lines and re-ranking would need hundreds of
@@ -38,6 +39,7 @@ counters (synalepha always), so another counter may disagree on licences such as
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -188,6 +190,11 @@ class _Candidate:
     punctuation: int = 0
 
 
+# LineModel -> its token classes, word spellings and, per lexicon, its tries: built once per
+# model and process (a LLaMA vocabulary takes seconds to classify), reused by every batch.
+_MEMO: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
 class _Composer:
     """One `compose` call: the model, the plan, sampling settings and trie caches."""
 
@@ -196,9 +203,11 @@ class _Composer:
         self.model, self.plan = model, plan
         self.top_k, self.top_p, self.max_line_tokens = top_k, top_p, max_line_tokens
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
-        self.tokens = _Tokens.of(model)
-        self.spellings: dict[str, list[int] | None] = {}
-        self.tries: dict[tuple[Any, ...], _Trie] = {}
+        memo = _MEMO.setdefault(model, {})  # per model: tries and token classes are reused
+        self.tokens = memo.get("tokens") or memo.setdefault("tokens", _Tokens.of(model))
+        self.spellings: dict[str, list[int] | None] = memo.setdefault("spellings", {})
+        # keyed by id, and the lexicon kept alive with its tries so that no id is reused
+        _, self.tries = memo.setdefault(id(plan.lexicon), (plan.lexicon, {}))
         self.stats = ComposeStats()
 
     # --- the allowed last words -----------------------------------------------------------
@@ -246,8 +255,11 @@ class _Composer:
         letter = torch.tensor([c.row.line_head()[-1:].isalpha() for c in cands],
                               device=self.model.device)
         logp = torch.zeros(len(cands), dtype=torch.float64, device=self.model.device)
+        enough = max(1, (k + 1) // 2)
         for _ in range(self.max_line_tokens):
-            if not any(c.phase in (BODY, FINAL) for c in cands):
+            if not any(c.phase in (BODY, FINAL) for c in cands) or all(
+                    sum(c.phase == DONE for c in cands[r * k:(r + 1) * k]) >= enough
+                    for r in range(len(rows))):
                 break
             tokens = self._sample(logits, temps, cands, line, letter)
             fed = torch.tensor([c.phase in (BODY, FINAL) and self._take(c, int(t))
@@ -256,7 +268,7 @@ class _Composer:
             chosen = torch.log_softmax(logits.float(), -1).gather(1, tokens[:, None])[:, 0]
             logp += torch.where(fed, chosen.double(), torch.zeros_like(logp))
             letter = torch.where(fed, self.tokens.ends_letter[tokens], letter)
-            state, logits = self.model.advance(state, tokens, fed)
+            state, logits = self._advance(state, logits, tokens, fed)
         for cand in cands:
             if cand.phase in (BODY, FINAL):
                 cand.phase = FAILED
@@ -266,6 +278,13 @@ class _Composer:
                             self.model.select(state, torch.tensor(picks,
                                                                   device=self.model.device)),
                             logits[picks])
+
+    def _advance(self, state: Any, logits: torch.Tensor, tokens: torch.Tensor,
+                 fed: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Feed `tokens` to the rows in `fed`; the other rows keep their state AND their
+        next-token logits (a finished candidate's are what its line continues from)."""
+        state, new = self.model.advance(state, tokens, fed)
+        return state, torch.where(fed[:, None], new, logits)
 
     def _sample(self, logits: torch.Tensor, temps: torch.Tensor, cands: list[_Candidate],
                 line: int, letter: torch.Tensor) -> torch.Tensor:
@@ -370,7 +389,7 @@ class _Composer:
         broken = torch.tensor([c.phase != DONE for c in kept], device=self.model.device)
         if bool(broken.any()):
             newline = torch.full((len(rows),), self.tokens.newline_id, device=self.model.device)
-            state, logits = self.model.advance(state, newline, broken)
+            state, logits = self._advance(state, logits, newline, broken)
         first = self.plan.scheme.lines[line].first
         for row, cand in zip(rows, kept, strict=True):
             ids = cand.ids + ([self.tokens.newline_id] if cand.phase != DONE else [])

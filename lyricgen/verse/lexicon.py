@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lyricgen.io import read_text_file
@@ -37,6 +37,7 @@ MIN_COUNT = 2
 class LexWord:
     word: str
     count: int  # lines of the text it ends
+    same_key: str  # lyricgen.verse.rhyme.same_word_key: spellings of one word share it
     consonant_key: str
     assonant_key: str
     span: int  # metrical syllables it adds as a line's last word (stress rule included)
@@ -45,11 +46,14 @@ class LexWord:
 
 @dataclass(frozen=True)
 class RhymeLexicon:
-    """Words by rhyme key. Build it with `from_texts` or `load` (cached per file set)."""
+    """Words by rhyme key. Build it with `from_texts` or `load` (cached per file set).
+    Queries are memoised (`rhymes`, `setters` run for every line of every poem)."""
 
     entries: dict[str, LexWord]
     by_consonant: dict[str, tuple[str, ...]]
     by_assonant: dict[str, tuple[str, ...]]
+    _memo: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, compare=False,
+                                                          repr=False)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], min_count: int = MIN_COUNT) -> RhymeLexicon:
@@ -77,27 +81,34 @@ class RhymeLexicon:
     def rhymes(self, word: str, kind: str) -> tuple[str, ...]:
         """Lexicon words in `kind` rhyme with `word` (itself and its spellings excluded); a
         consonant rhyme also counts as assonant."""
-        analysis = analyse_word(word)
-        if analysis is None:
-            return ()
-        found = (self.by_consonant.get(analysis.consonant_key, ()) if kind == "consonant"
-                 else self.by_assonant.get(analysis.assonant_key, ()))
-        own = same_word_key(word)
-        return tuple(w for w in found if same_word_key(w) != own)
+        key = ("rhymes", word, kind)
+        if key not in self._memo:
+            analysis = analyse_word(word)
+            found = () if analysis is None else (
+                self.by_consonant.get(analysis.consonant_key, ()) if kind == "consonant"
+                else self.by_assonant.get(analysis.assonant_key, ()))
+            own = same_word_key(word)
+            self._memo[key] = tuple(w for w in found if self.entries[w].same_key != own)
+        return self._memo[key]
 
     def setters(self, kind: str, partners: int) -> tuple[str, ...]:
         """Words that can SET a rhyme group needing `partners` more lines: their class holds at
         least `partners` other words (distinct spellings)."""
-        classes = self.by_consonant if kind == "consonant" else self.by_assonant
-        return tuple(w for members in classes.values()
-                     if len({same_word_key(m) for m in members}) > partners for w in members)
+        key = ("setters", kind, str(partners))
+        if key not in self._memo:
+            classes = self.by_consonant if kind == "consonant" else self.by_assonant
+            self._memo[key] = tuple(
+                w for members in classes.values()
+                if len({self.entries[m].same_key for m in members}) > partners for w in members)
+        return self._memo[key]
 
 
 def _entry(word: str, count: int) -> LexWord | None:
     analysis, sound = analyse_word(word), word_sound(word)
     if analysis is None or sound is None:
         return None
-    return LexWord(word=word, count=count, consonant_key=analysis.consonant_key,
+    return LexWord(word=word, count=count, same_key=same_word_key(word),
+                   consonant_key=analysis.consonant_key,
                    assonant_key=analysis.assonant_key,
                    span=sound.syllables + 1 - sound.after_stress,
                    opens_with_vowel=sound.opens_with_vowel)

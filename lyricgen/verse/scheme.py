@@ -29,7 +29,7 @@ from lyricgen.verse.rhyme import analyse_word, rhyme_kind, same_word_key, stanza
 
 RHYME_KINDS = ("consonant", "assonant")
 FREE = "-"
-MAX_SCHEME_LINES = 200
+MAX_SCHEME_LINES = 400  # generate-grid's scheme pattern allows at most 400 characters
 _SYNTAX = "letters A-Z/a-z (rhyme groups), '-' (free line) and spaces (stanza breaks)"
 
 
@@ -73,7 +73,8 @@ class Scheme:
 def parse_scheme(text: str, rhyme: str = "consonant") -> Scheme:
     """The Scheme of `text` (syntax in the module docstring), upper-case letters rhyming in
     `rhyme`. ValueError with a one-line message for anything else: empty, other characters,
-    a letter in both cases, more than MAX_SCHEME_LINES lines, an unknown `rhyme`."""
+    more than MAX_SCHEME_LINES lines, an unknown `rhyme`. "A" and "a" are two groups. Every
+    string generate-grid's `scheme` param accepts (kindspec.registry) parses."""
     if not isinstance(text, str):
         raise ValueError(f"scheme must be a string, got {type(text).__name__}")
     if rhyme not in RHYME_KINDS:
@@ -85,10 +86,6 @@ def parse_scheme(text: str, rhyme: str = "consonant") -> Scheme:
     stanza_texts = text.split()
     if not stanza_texts:
         raise ValueError(f"scheme is empty: use {_SYNTAX}, e.g. 'ABBA ABBA CDC DCD'")
-    both = sorted({ch.upper() for ch in text if ch.isalpha() and ch.swapcase() in text})
-    if both:
-        raise ValueError(f"scheme {text!r} uses {', '.join(both)} in both cases: a rhyme group "
-                         "is upper-case (rhyme kind) or lower-case (assonant), not both")
     letters = [(letter, stanza) for stanza, block in enumerate(stanza_texts) for letter in block]
     if len(letters) > MAX_SCHEME_LINES:
         raise ValueError(f"scheme has {len(letters)} lines: at most {MAX_SCHEME_LINES}")

@@ -36,16 +36,25 @@ json_text() {  # the argument as a JSON string of safe characters only (others d
   if [[ -n "$text" ]]; then printf '"%s"' "$text"; else printf 'null'; fi
 }
 
-# write_status STATE EXIT_CODE SIGNAL [REASON]: atomically replace status/$TASK.json
+# write_status STATE EXIT_CODE SIGNAL [REASON]: atomically replace status/$TASK.json. One
+# local variable per key of the schema (jobs/taskstatus.py) holds that key's JSON value.
+# shellcheck disable=SC2034  # the values are read through ${!key}
 write_status() {
-  local host=null signal=null finished=null tmp="$STATUS_DIR/.$TASK.json.$$"
-  if [[ "${HOSTNAME:-}" =~ ^[A-Za-z0-9._-]+$ ]]; then host="\"$HOSTNAME\""; fi
+  local schema=2 task="$TASK" state="\"$1\"" exit_code signal=null reason requeues \
+    host=null slurm_job_id slurm_array_job_id pid="$$" started="$STARTED" finished=null
+  local key json="" tmp="$STATUS_DIR/.$TASK.json.$$"
+  exit_code=$(json_int "$2")
   if [[ -n "$3" ]]; then signal="\"$3\""; fi
+  reason=$(json_text "${4:-}")
+  requeues=$(json_int "${SLURM_RESTART_COUNT:-0}")
+  if [[ "${HOSTNAME:-}" =~ ^[A-Za-z0-9._-]+$ ]]; then host="\"$HOSTNAME\""; fi
+  slurm_job_id=$(json_int "${SLURM_JOB_ID:-}")
+  slurm_array_job_id=$(json_int "${SLURM_ARRAY_JOB_ID:-}")
   if [[ "$1" != RUNNING ]]; then printf -v finished '%(%s)T' -1; fi
-  printf '{"schema": 2, "task": %s, "state": "%s", "exit_code": %s, "signal": %s, "reason": %s, "requeues": %s, "host": %s, "slurm_job_id": %s, "slurm_array_job_id": %s, "pid": %s, "started": %s, "finished": %s}\n' \
-    "$TASK" "$1" "$(json_int "$2")" "$signal" "$(json_text "${4:-}")" \
-    "$(json_int "${SLURM_RESTART_COUNT:-0}")" "$host" "$(json_int "${SLURM_JOB_ID:-}")" \
-    "$(json_int "${SLURM_ARRAY_JOB_ID:-}")" "$$" "$STARTED" "$finished" >"$tmp"
+  for key in schema task state exit_code signal reason requeues host slurm_job_id slurm_array_job_id pid started finished; do
+    json+="${json:+, }\"$key\": ${!key}"
+  done
+  printf '%s\n' "{$json}" >"$tmp"
   mv -f "$tmp" "$STATUS_DIR/$TASK.json"
 }
 
