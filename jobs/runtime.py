@@ -153,7 +153,7 @@ def lyricgen_argv(job: JobSpec, profile: Profile, project_dir: Path,
         return [*torchrun, "--standalone", *program]
     rendezvous = ["--rdzv-backend=c10d", ScriptVariable("--rdzv-id=", "SLURM_JOB_ID"),
                   ScriptVariable("--rdzv-endpoint=", RDZV_ENDPOINT)]
-    return [*_srun(job, profile), *torchrun, *rendezvous, *program]
+    return [*_srun(job), *torchrun, *rendezvous, *program]
 
 
 def _torchrun_signals(job: JobSpec) -> list[str]:
@@ -178,7 +178,7 @@ def _check_distributed(job: JobSpec, profile: Profile) -> None:
                          "only; use a profile with executor: slurm or nodes: 1")
 
 
-def _srun(job: JobSpec, profile: Profile) -> list[str]:
+def _srun(job: JobSpec) -> list[str]:
     """srun starting one task per node, each through the per-node `node_env`."""
     res = job.resources
     return ["srun", f"--nodes={res.nodes}", "--ntasks-per-node=1",
