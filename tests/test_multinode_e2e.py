@@ -60,6 +60,7 @@ jobs:
      params: {PARAMS}}}
 """
 RENDEZVOUS = re.compile(r"job\.sh: rendezvous at (\S+):\d+ \(node (\S+)\) for nodes (\S+)")
+SETTLE_LIMIT = 12 * 60  # seconds; the train-rnn jobs ask for 10 minutes
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "PREEMPTED", "TIMEOUT", "OUT_OF_MEMORY",
          "NODE_FAIL", "UNKNOWN")
 
@@ -100,10 +101,12 @@ def report(cwd: Path, runs: str) -> dict[str, dict]:
 
 
 def settled(cwd: Path, runs: str) -> dict[str, dict]:
-    """The run's report once no job is pending or running."""
+    """The run's report once no job is pending or running. Waits longer than the train-rnn
+    jobs' time limit, so that one that hangs ends as TIMEOUT, not as a wait that gave up (a
+    busy shared 2-core machine once took 5 minutes for a 30-second pair)."""
     return wait_for(f"the jobs of {runs} to end", lambda: (
         (found := report(cwd, runs)) and all(job["state"] in ENDED for job in found.values())
-        and found))
+        and found), limit=SETTLE_LIMIT)
 
 
 def submit(cwd: Path, manifest: str, runs: str, profile: str = "slurm.yaml") -> None:

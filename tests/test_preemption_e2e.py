@@ -56,8 +56,9 @@ def status(cwd: Path, runs: str) -> dict:
     return json.loads(result.stdout)["jobs"][0]
 
 
-def wait_for(what: str, check) -> object:
-    deadline = time.monotonic() + WAIT
+def wait_for(what: str, check, limit: float = WAIT) -> object:
+    """check()'s first true value, polled every 0.2 s; fails after `limit` seconds."""
+    deadline = time.monotonic() + limit
     while not (found := check()):
         assert time.monotonic() < deadline, f"still waiting for {what}"
         time.sleep(0.2)
