@@ -12,7 +12,12 @@ under apptainer the paths a job reads or writes are also bound, each `--bind` on
 word (jobs.runtime.container_binds).
 
 A multi-node job's script runs only inside an sbatch allocation of its node count: under
-plain bash it records FAILED with exit code 2 and says why before starting anything.
+plain bash it records FAILED with exit code 2 and says why before starting anything. Inside
+one it finds the batch node's address (`node_address`: the profile's network_interface, else
+the node's NodeAddr; a node name is never looked up), logs `job.sh: rendezvous at ADDR:PORT
+(node NODE) for nodes LIST` and starts srun; a node without an address fails the job with one
+line `job.sh: node NODE: no address for the torch rendezvous: ...` (exit 1). The exported
+shell functions node_address and node_env run again on every node (jobs/runtime.py).
 
 Paths never appear on #SBATCH lines (SLURM does not shell-parse them): the log file is given
 on the sbatch command line, one argv word each for `--output` and `--error`
@@ -104,7 +109,7 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
     _check_paths(job_dir, project_dir)
     if not SAFE_NAME.match(job.name):
         raise ValueError(f"job name {job.name!r} must match {SAFE_NAME.pattern}")
-    job_env = launch_env(job)
+    job_env = launch_env(job, profile)
     env = {**cache_env(profile), **job_env, **profile.env}
     kind = KINDS.get(job.kind)
     _check_signal(job, kind)
@@ -122,6 +127,8 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
         modules=profile.modules,
         argv=lyricgen_argv(job, profile, project_dir, job_dir),
         rdzv_endpoint=RDZV_ENDPOINT,
+        network_interface=profile.network_interface,
+        apptainer=profile.runtime == "apptainer",
         status_schema=STATUS_SCHEMA,
         status_keys=STATUS_KEYS,
         peak_sources=PEAK_SOURCES,

@@ -237,6 +237,19 @@ def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
     return logs / (f"slurm-{job_id}_{task}.out" if job["array"] else f"slurm-{job_id}.out")
 
 
+def read_log_tail(log: Path | None, max_bytes: int) -> str | None:
+    """The last `max_bytes` bytes of a log as text (undecodable bytes replaced); None when
+    there is no log or it cannot be read."""
+    if log is None:
+        return None
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - max_bytes))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def job_state(states: Sequence[TaskState]) -> str:
     present = {t.state for t in states}
     for state in _JOB_STATE_ORDER:

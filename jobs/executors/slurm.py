@@ -46,6 +46,10 @@ PREEMPTED; `DUE TO NODE FAILURE` -> NODE_FAIL. So a job killed for memory is nev
 Its reason says how much it used when known: jobacct_gather's own measurement in the log
 (`StepId=5.batch exceeded memory limit (434049024 > 104857600)`: SIGKILL leaves job.sh no
 chance to record), else the peak job.sh recorded (a cgroup OOM kill spares the script).
+A multi-node task that still reads FAILED names the node whose task failed first, from srun's
+`srun: error: NODE: task N: WHAT` lines after job.sh's last `job.sh: rendezvous at` line (the
+current attempt of a requeued job): `exit code 137 (SIGKILL); first failure: node n2 task 1
+Killed (srun)`. With --kill-on-bad-exit srun stops the other nodes, whose own failures follow.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from jobs.executors import (
     latest_submissions,
     memory_reason,
     process_alive,
+    read_log_tail,
     signal_name,
     task_log_path,
     with_requeues,
@@ -120,6 +125,9 @@ _LOG_CAUSES = (
 LOG_TAIL = 64 * 1024
 # jobacct_gather's line when it kills a step over --mem: the bytes it measured, the limit.
 _MEMORY_MEASURED = re.compile(r"slurmstepd.*exceeded memory limit \((\d+) > \d+\)", re.I)
+# srun's line for a task that failed, and job.sh's line at the start of a multi-node attempt.
+_SRUN_TASK_FAILED = re.compile(r"srun: error: (\S+): tasks? ([0-9,-]+): ([^\r\n]+)")
+_ATTEMPT_START = "job.sh: rendezvous at "
 
 SlurmRecords = tuple[dict[tuple[str, int], dict[str, str]], dict[str, dict[str, str]]]
 
@@ -372,7 +380,7 @@ class SlurmExecutor(Executor):
         state = _merged_state(task, job_id, status, slurm)
         used = None
         if state.state in (FAILED, CANCELLED) and state.reason != NOT_STARTED:
-            state, used = _cause_from_log(state, task_log_path(job, task))
+            state, used = _cause_from_log(state, read_log_tail(task_log_path(job, task), LOG_TAIL))
         if used is None and status:
             used = TaskUsage.from_status(status).peak_rss_bytes
         return _with_limits(state, submission.get("resources") or job["spec"]["resources"],
@@ -433,23 +441,29 @@ def log_cause(text: str) -> str | None:
     return None
 
 
-def _cause_from_log(state: TaskState, log: Path | None) -> tuple[TaskState, int | None]:
-    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it; with
-    the memory SLURM measured when it killed the task for memory (else None)."""
-    if log is None:
-        return state, None
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - LOG_TAIL))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
+def first_failed_node(text: str) -> str | None:
+    """`node n2 task 1 Killed (srun)` from srun's first task failure in the current attempt
+    (see module docstring), None without one."""
+    found = _SRUN_TASK_FAILED.search(text, max(0, text.rfind(_ATTEMPT_START)))
+    return f"node {found[1]} task {found[2]} {found[3].strip()} (srun)" if found else None
+
+
+def _cause_from_log(state: TaskState, text: str | None) -> tuple[TaskState, int | None]:
+    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it, with
+    the memory SLURM measured when it killed the task for memory (else None); a FAILED one
+    still without such a cause adds the node that failed first, if any."""
+    if text is None:
         return state, None
     cause = log_cause(text)
-    if cause is None:
+    if cause is not None:
+        measured = _MEMORY_MEASURED.findall(text) if cause == "OUT_OF_MEMORY" else []
+        used = max(int(value) for value in measured) if measured else None
+        return replace(state, state=cause, reason=_END_REASONS[cause]), used
+    node = first_failed_node(text) if state.state == FAILED else None
+    if node is None:
         return state, None
-    measured = _MEMORY_MEASURED.findall(text) if cause == "OUT_OF_MEMORY" else []
-    used = max(int(value) for value in measured) if measured else None
-    return replace(state, state=cause, reason=_END_REASONS[cause]), used
+    return replace(state, reason=f"{state.reason}; first failure: {node}" if state.reason
+                   else f"first failure: {node}"), None
 
 
 def _with_limits(state: TaskState, resources: Mapping[str, Any],

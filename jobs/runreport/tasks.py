@@ -19,6 +19,7 @@ from jobs.executors import (
     TaskState,
     collect_status,
     latest_submissions,
+    read_log_tail,
     task_log_path,
 )
 from jobs.resources import mem_bytes
@@ -177,15 +178,8 @@ def _attempt(usage: TaskUsage, state: str, current: bool) -> Attempt:
 
 def _log_tail(path: Path | None) -> str | None:
     """The last LOG_LINES lines (at most LOG_BYTES) of a log, None when there is none."""
-    if path is None:
-        return None
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - LOG_BYTES))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    lines = text.splitlines()[-LOG_LINES:]
+    text = read_log_tail(path, LOG_BYTES)
+    lines = text.splitlines()[-LOG_LINES:] if text else []
     return "\n".join(lines) if lines else None
 
 

@@ -213,19 +213,70 @@ trap 'on_signal INT' INT
 trap on_warning USR1
 write_status RUNNING "" ""
 
-# 2 nodes: srun starts one torchrun per node. They meet at the first node
-# of the allocation, on port 20000 + job id mod 10000 (no clash on a shared node unless two
-# job ids differ by a multiple of 10000).
+# 2 nodes: srun starts one torchrun per node (jobs/runtime.py). They meet at this
+# node (SLURM runs the batch script on the allocation's first node), at its ADDRESS: node
+# names are never looked up, as they often do not resolve. Port 20000 + job id mod 10000 (no
+# clash on a shared node unless two job ids differ by a multiple of 10000).
 if [[ "${SLURM_JOB_NUM_NODES:-}" != 2 ]]; then
   echo "job.sh: job finetune needs an sbatch allocation of 2 nodes (jobctl submit with an executor: slurm profile); plain bash runs one machine only" >&2
   exit 2
 fi
-mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
-if [[ -z "${nodes[0]:-}" ]]; then
-  echo "job.sh: scontrol show hostnames gave no node for '$SLURM_JOB_NODELIST'" >&2
-  exit 1
-fi
-RDZV_ENDPOINT="${nodes[0]}:$((20000 + SLURM_JOB_ID % 10000))"
+
+# node_address: the address other nodes reach this node at, on stdout: its NodeAddr in SLURM
+# (scontrol show node), resolved when it is a name. Else one line on stderr, status 1.
+node_address() {
+  local record addr found
+  if ! record=$(scontrol -o show node "${SLURMD_NODENAME:-}" 2>&1) ||
+    [[ ! "$record" =~ (^|[[:space:]])NodeAddr=([^[:space:]]+) ]]; then
+    echo "job.sh: node ${SLURMD_NODENAME:-?}: no address for the torch rendezvous: scontrol show node gave no NodeAddr (${record//$'\n'/ }); set network_interface in the profile" >&2
+    return 1
+  fi
+  addr="${BASH_REMATCH[2]}"
+  if [[ "$addr" =~ ^[0-9.]+$ || "$addr" == *:* ]]; then
+    printf '%s\n' "$addr"
+    return 0
+  fi
+  found=$(getent hosts "$addr" | awk 'NR == 1 {print $1}')
+  if [[ -z "$found" ]]; then
+    echo "job.sh: node ${SLURMD_NODENAME:-?}: no address for the torch rendezvous: its NodeAddr '$addr' (scontrol show node) does not resolve; set network_interface in the profile to use an interface's address" >&2
+    return 1
+  fi
+  printf '%s\n' "$found"
+}
+
+# address_interface ADDRESS: the name of the interface that holds ADDRESS, if any.
+address_interface() {
+  ip -o addr show 2>/dev/null | awk -v addr="$1" '{split($4, a, "/"); if (a[1] == addr) {sub(/@.*/, "", $2); print $2; found = 1; exit}} END {exit !found}'
+}
+
+# node_env COMMAND...: run by srun on every node: this node's torchrun settings (its
+# --local-addr, and is_host true on this batch node only), gloo's interface unless set,
+# then exec COMMAND.
+node_env() {
+  local addr iface is_host=false
+  addr=$(node_address) || exit 1
+  if [[ "${SLURMD_NODENAME:-}" == "$RDZV_NODE" ]]; then is_host=true; fi
+  export PET_LOCAL_ADDR="$addr" PET_RDZV_CONF="is_host=$is_host"
+  if [[ -z "${GLOO_SOCKET_IFNAME:-}" ]] && iface=$(address_interface "$addr"); then
+    export GLOO_SOCKET_IFNAME="$iface"
+  fi
+  # srun copied this batch node's APPTAINERENV_* here: forward this node's own values.
+  for name in PET_LOCAL_ADDR PET_RDZV_CONF GLOO_SOCKET_IFNAME CUDA_VISIBLE_DEVICES; do
+    if [[ -n "${!name+set}" ]]; then
+      export "APPTAINERENV_${name}=${!name}"
+    else
+      unset "APPTAINERENV_${name}"
+    fi
+  done
+  exec "$@"
+}
+export -f node_address address_interface node_env
+export RDZV_NODE="${SLURMD_NODENAME:-}"
+RDZV_HOST=$(node_address) || exit 1
+if [[ "$RDZV_HOST" == *:* ]]; then RDZV_HOST="[$RDZV_HOST]"; fi
+RDZV_PORT=$((20000 + SLURM_JOB_ID % 10000))
+RDZV_ENDPOINT="$RDZV_HOST:$RDZV_PORT"
+echo "job.sh: rendezvous at $RDZV_HOST:$RDZV_PORT (node $RDZV_NODE) for nodes ${SLURM_JOB_NODELIST:-?}" >&2
 
 cd /home/ana/lyricgen
 # shellcheck disable=SC2016  # single-quoted on purpose: a literal value
@@ -237,7 +288,7 @@ cmd=(
   --kill-on-bad-exit=1
   bash
   -c
-  'if [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; else unset APPTAINERENV_CUDA_VISIBLE_DEVICES; fi; exec "$@"'
+  'node_env "$@"'
   node-env
   apptainer
   exec
