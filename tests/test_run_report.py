@@ -170,7 +170,7 @@ def test_training_rows_of_both_kinds_from_their_metrics_files(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ok.txt").write_text("")
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "base" / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "t.yaml").write_text(f"profile: {fake_profile}\n{TRAINING_PIPELINE}")
     jobctl("submit", "--dry-run", "t.yaml")
     run = find_run(tmp_path / "runs", None)
