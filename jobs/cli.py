@@ -27,7 +27,9 @@ from jobs.errors import InputError, JobFailure, UsageError
 from jobs.executors import (
     ACTIVE,
     FAILURES,
+    RUNNING,
     JobState,
+    TaskState,
     collect_status,
     full_selection,
     get_executor,
@@ -52,9 +54,11 @@ from jobs.rerun import (
     parse_overrides,
     record_resubmission,
 )
+from jobs.resources import format_bytes, format_duration
+from jobs.runreport import REPORT_NAME, write_run_report
 from jobs.spec import Pipeline, Profile
 from jobs.state import RUN_ID, Run, find_run, resolve_runs_dir
-from jobs.taskstatus import archive_task_status
+from jobs.taskstatus import TaskUsage, archive_task_status
 from jobs.validate import did_you_mean
 from kindspec.registry import KINDS
 
@@ -230,8 +234,25 @@ def submit(manifest: str, profile: str | None, force: bool, dry_run: bool, paral
     elif record["executor"] == "local":
         _run_local(run, selection, parallel)
     else:
-        get_executor("slurm").submit(run, selection)
-        _print_submissions(run.read(), selection)
+        _submit_slurm(run, selection)
+
+
+def _submit_slurm(run: Run, selection: dict[str, list[int]]) -> None:
+    """sbatch the selected tasks, then the job that writes the run report after them."""
+    executor = SlurmExecutor()
+    executor.submit(run, selection)
+    _print_submissions(run.read(), selection)
+    try:
+        entry = executor.submit_report(run, selection, sys.executable)
+    except UsageError as exc:
+        click.echo(f"jobctl: warning: the run report job was not queued ({exc}); write the "
+                   f"report by hand when the run has ended: jobctl report {run.id}", err=True)
+        return
+    if entry is not None:
+        click.echo(f"  run report: {run.dir / REPORT_NAME}, written by SLURM job "
+                   f"{entry['job_id']} once these jobs have ended")
+        if entry.get("note"):
+            click.echo(f"jobctl: warning: run report job: {entry['note']}", err=True)
 
 
 def _print_plan(record: dict[str, Any], selection: dict[str, list[int]]) -> None:
@@ -291,8 +312,20 @@ def _run_local(run: Run, selection: dict[str, list[int]], parallel: int) -> None
     ok = get_executor("local", parallel=parallel).submit(run, selection)
     states = collect_status(run)
     _print_states(run, states, header=False)
+    _write_report(run)
     if not ok:
         raise JobFailure(_failure_summary(states))
+
+
+def _write_report(run: Run) -> None:
+    """The run report at the end of a local run; a failure to write it is a warning, never
+    the run's failure (`jobctl report` writes it again)."""
+    try:
+        path = write_run_report(run)
+    except OSError as exc:
+        click.echo(f"jobctl: warning: run report not written: {exc}", err=True)
+        return
+    click.echo(f"run report: {path}")
 
 
 def _failure_summary(states: Sequence[JobState]) -> str:
@@ -301,24 +334,50 @@ def _failure_summary(states: Sequence[JobState]) -> str:
 
 
 def _print_states(run: Run, states: Sequence[JobState], header: bool = True) -> None:
-    """One row per job (task `-`; for an array, `all` with the count per state) and one
-    per array task."""
+    """One row per job (task `-`; for an array, `all` with the count per state, the span
+    from the first start to the last end and the largest peak) and one per array task.
+    ELAPSED: wall time (so far, for a running task); PEAK/MEM: peak resident memory of the
+    task (jobs/taskstatus.py) / the --mem it asked for."""
     if header:
         click.echo(f"run {run.id}: {run.dir}")
-    click.echo(f"  {'JOB':<16} {'TASK':>4}  {'STATE':<13} {'EXIT':>4}  {'JOB ID':<12} REASON")
+    click.echo(f"  {'JOB':<16} {'TASK':>4}  {'STATE':<13} {'EXIT':>4}  {'JOB ID':<12} "
+               f"{'ELAPSED':>9}  {'PEAK/MEM':<11} REASON")
+    now = time.time()
     for job in states:
         if len(job.tasks) > 1:
-            _print_row(job.name, "all", job.state, None, None, job.reason)
+            _print_row(job.name, "all", job.state, None, None, _job_usage(job, now),
+                       job.reason)
         for task in job.tasks:
             label = str(task.task) if len(job.tasks) > 1 else "-"
-            _print_row(job.name, label, task.state, task.exit_code, task.job_id, task.reason)
+            _print_row(job.name, label, task.state, task.exit_code, task.job_id,
+                       _task_usage(task, now), task.reason)
+
+
+def _task_usage(task: TaskState, now: float) -> tuple[float | None, int | None, str | None]:
+    """(elapsed, peak bytes, --mem) of one task for the table."""
+    usage = task.usage or TaskUsage()
+    return (usage.elapsed(now if task.state == RUNNING else None), usage.peak_rss_bytes,
+            task.mem)
+
+
+def _job_usage(job: JobState, now: float) -> tuple[float | None, int | None, str | None]:
+    """(span from the first start to the last end, largest peak, --mem) of an array."""
+    usages = [(t.usage, t.state) for t in job.tasks if t.usage and t.usage.started]
+    starts = [u.started for u, _ in usages]
+    ends = [u.started + (u.elapsed(now if s == RUNNING else None) or 0) for u, s in usages]
+    peaks = [u.peak_rss_bytes for u, _ in usages if u.peak_rss_bytes is not None]
+    return ((max(ends) - min(starts)) if starts else None, max(peaks) if peaks else None,
+            job.tasks[0].mem if job.tasks else None)
 
 
 def _print_row(name: str, label: str, state: str, code: int | None, job_id: str | None,
-               reason: str | None) -> None:
+               usage: tuple[float | None, int | None, str | None], reason: str | None) -> None:
     exit_text = "-" if code is None else str(code)
+    elapsed, peak, mem = usage
+    elapsed_text = "-" if elapsed is None else format_duration(elapsed)
+    memory = f"{'-' if peak is None else format_bytes(peak)}/{mem or '-'}"
     click.echo(f"  {name:<16} {label:>4}  {state:<13} {exit_text:>4}  {job_id or '-':<12} "
-               f"{reason or ''}".rstrip())
+               f"{elapsed_text:>9}  {memory:<11} {reason or ''}".rstrip())
 
 
 @cli.command()
@@ -331,15 +390,44 @@ def status(run: str | None, as_json: bool, runs_dir: str | None) -> None:
     RUN defaults to the latest run. Exit code 1 when a job failed or was cancelled."""
     found = find_run(resolve_runs_dir(runs_dir), run)
     states = collect_status(found)
+    record = found.read()
+    page = found.dir / REPORT_NAME
     if as_json:
-        record = found.read()
         click.echo(json.dumps({
             "run": found.id, "run_dir": str(found.dir), "executor": record["executor"],
-            "dry_run": record["dry_run"], "jobs": [s.to_dict() for s in states]}, indent=2))
+            "dry_run": record["dry_run"], "report": str(page) if page.is_file() else None,
+            "jobs": [s.to_dict() for s in states]}, indent=2))
     else:
         _print_states(found, states)
+        if page.is_file():
+            click.echo(f"run report: {page}")
+        elif record.get("report_jobs"):
+            click.echo(f"run report: {page}, once SLURM job "
+                       f"{record['report_jobs'][-1]['job_id']} has written it")
     if any(s.state in FAILURES for s in states):
         raise JobFailure(_failure_summary(states))
+
+
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"write the page here (default: RUN_DIR/{REPORT_NAME})")
+@click.option("--runs-dir", help=FIND_RUNS_HELP)
+def report(run: str | None, out: Path | None, runs_dir: str | None) -> None:
+    """Write the run report: one self-contained HTML page (no network; open it from disk).
+
+    RUN defaults to the latest run. The page shows the DAG of jobs, a timeline of every task,
+    each task's state, time, CPU and peak memory against what it asked, the end of the log
+    of failed tasks, every training task side by side with the best marked and their
+    learning curves, and the metrics and a few verses of every generation grid. `jobctl run`
+    writes it at the end; after `jobctl submit` a SLURM job does, once the run's jobs have
+    ended. Works on a run still going (it says so). Prints the page's path."""
+    found = find_run(resolve_runs_dir(runs_dir), run)
+    try:
+        click.echo(write_run_report(found, out))
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or out}: cannot write the report: "
+                         f"{exc.strerror}") from exc
 
 
 def _log_path(record: dict[str, Any], name: str, task: int) -> Path:
@@ -482,5 +570,8 @@ def resubmit(run: str | None, failed: bool, mem: tuple[str, ...], time_limit: tu
     if record["executor"] == "local":
         _run_local(found, selection, parallel)
         return
-    get_executor("slurm").submit(found, selection)
-    _print_submissions(found.read(), selection)
+    _submit_slurm(found, selection)
+
+
+if __name__ == "__main__":  # `python -m jobs.cli`: how the report job runs jobctl
+    main()

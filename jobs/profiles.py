@@ -37,12 +37,15 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET = re.compile(r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_KEY)(?:_|$)", re.I)
 _MODULE = re.compile(r"[A-Za-z0-9_.+/-]+")
 _GRES = re.compile(r"[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)*")
+# A Linux interface name (at most 15 bytes), as `ip addr show dev NAME` takes it.
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _CHOICES = {"executor": ("local", "slurm"), "runtime": ("host", "apptainer")}
 _PATHS = ("image", "image_def", "runs_dir", "cache_dir")
 _LISTS = {"binds": None, "env_passthrough": (ENV_NAME, "an environment variable name"),
           "modules": (_MODULE, "a module name like cuda/12.1")}
 _KEYS = ("executor", "runtime", "python", "image", "image_def", "binds", "env", "env_passthrough",
-         "modules", "partition", "gpu_gres", "sbatch", "runs_dir", "cache_dir")
+         "modules", "partition", "gpu_gres", "sbatch", "runs_dir", "cache_dir",
+         "network_interface")
 
 
 def default_search_dirs() -> list[Path]:
@@ -100,6 +103,9 @@ def _field(key: str, value: Any, where: Where, line: int) -> Any:
                                                        "a partition name")
     if key == "gpu_gres":
         return clean_string(value, where, line, _GRES, "a gres name like gpu or gpu:titanrtx")
+    if key == "network_interface":
+        return None if value is None else clean_string(value, where, line, _INTERFACE,
+                                                       "a network interface name like ib0")
     return clean_string(value, where, line, what="an interpreter command or path")  # python
 
 

@@ -12,7 +12,12 @@ under apptainer the paths a job reads or writes are also bound, each `--bind` on
 word (jobs.runtime.container_binds).
 
 A multi-node job's script runs only inside an sbatch allocation of its node count: under
-plain bash it records FAILED with exit code 2 and says why before starting anything.
+plain bash it records FAILED with exit code 2 and says why before starting anything. Inside
+one it finds the batch node's address (`node_address`: the profile's network_interface, else
+the node's NodeAddr; a node name is never looked up), logs `job.sh: rendezvous at ADDR:PORT
+(node NODE) for nodes LIST` and starts srun; a node without an address fails the job with one
+line `job.sh: node NODE: no address for the torch rendezvous: ...` (exit 1). The exported
+shell functions node_address and node_env run again on every node (jobs/runtime.py).
 
 Paths never appear on #SBATCH lines (SLURM does not shell-parse them): the log file is given
 on the sbatch command line, one argv word each for `--output` and `--error`
@@ -23,7 +28,10 @@ works there except a line break (refused: SLURM's one-line job records could not
 
 Status file: job.sh writes `JOB_DIR/status/<TASK>.json` at start (RUNNING) and at exit
 (COMPLETED, FAILED, CANCELLED, ...); its schema and the meaning of each state are in
-jobs/taskstatus.py, which hands the keys to the template.
+jobs/taskstatus.py, which hands the keys to the template. With the end it records what the
+task used (wall, CPU, peak memory, GPU peak): the command runs under
+`python3 -I -S PROJECT/jobs/accounting.py` when the node has a python3 (otherwise directly,
+and the peak memory stays unknown).
 
 Preemption and time limits (kinds that checkpoint): the header adds `--requeue`,
 `--open-mode=append` (a requeued job appends to its log instead of truncating it) and, unless
@@ -50,7 +58,9 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -66,12 +76,14 @@ from jobs.runtime import (
     lyricgen_argv,
 )
 from jobs.spec import SAFE_NAME, JobSpec, Profile
-from jobs.taskstatus import STATUS_KEYS, STATUS_SCHEMA
+from jobs.taskstatus import PEAK_SOURCES, STATUS_KEYS, STATUS_SCHEMA
 from kindspec.registry import KINDS
 from kindspec.schema import Kind
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TEMPLATE = "sbatch.sh.j2"
+REPORT_TEMPLATE = "run_report.sh.j2"
+REPORT_MEM, REPORT_TIME = "1G", "00:15:00"  # the report job's (jobs.runreport)
 # Options the renderer sets itself; a profile or job `extra` may not override them.
 RESERVED_SBATCH = frozenset({
     "job-name", "output", "error", "cpus-per-task", "mem", "time", "nodes", "partition",
@@ -82,6 +94,8 @@ SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 # #SBATCH lines are not shell-parsed: values must be single plain words.
 SBATCH_VALUE = re.compile(r"^[A-Za-z0-9_.,:+=/@%-]+$")
 SLURM_LOG = {False: "slurm-%j.out", True: "slurm-%A_%a.out"}  # by job.array
+# Run by job.sh around the command, from the project dir (its docstring says why).
+ACCOUNTING_SCRIPT = Path("jobs") / "accounting.py"
 
 
 def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir: Path) -> str:
@@ -95,7 +109,7 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
     _check_paths(job_dir, project_dir)
     if not SAFE_NAME.match(job.name):
         raise ValueError(f"job name {job.name!r} must match {SAFE_NAME.pattern}")
-    job_env = launch_env(job)
+    job_env = launch_env(job, profile)
     env = {**cache_env(profile), **job_env, **profile.env}
     kind = KINDS.get(job.kind)
     _check_signal(job, kind)
@@ -113,8 +127,12 @@ def render_script(job: JobSpec, profile: Profile, *, job_dir: Path, project_dir:
         modules=profile.modules,
         argv=lyricgen_argv(job, profile, project_dir, job_dir),
         rdzv_endpoint=RDZV_ENDPOINT,
+        network_interface=profile.network_interface,
+        apptainer=profile.runtime == "apptainer",
         status_schema=STATUS_SCHEMA,
         status_keys=STATUS_KEYS,
+        peak_sources=PEAK_SOURCES,
+        accounting=str(project_dir / ACCOUNTING_SCRIPT),
         checkpoints=kind.checkpoints if kind else False,
         signal_seconds=warning_seconds(job.resources, kind),
     )
@@ -151,6 +169,26 @@ def sbatch_options(job: JobSpec, profile: Profile) -> list[tuple[str, str]]:
             raise ValueError(f"job {job.name}: sbatch option {key}={value!r} must be one word "
                              f"matching {SBATCH_VALUE.pattern}")
     return options
+
+
+def render_report_script(run_dir: Path, project_dir: Path, python: str,
+                         partition: str | None, sbatch: Mapping[str, Any]) -> str:
+    """The script of the SLURM job that writes a run's report (templates/run_report.sh.j2):
+    1 CPU, REPORT_MEM, REPORT_TIME, a profile's `partition` and `sbatch` options (account,
+    qos...), then `python -m jobs.cli report RUN_DIR` from the project dir. ValueError for
+    what render_script refuses too (relative or unsafe paths, unsafe sbatch values)."""
+    _check_paths(run_dir, project_dir)
+    options = [("cpus-per-task", "1"), ("mem", REPORT_MEM), ("time", REPORT_TIME)]
+    if partition:
+        options.append(("partition", partition))
+    options += [(key, str(value)) for key, value in sbatch.items()]
+    for key, value in options:  # the profile's options were checked when it was loaded
+        if not SBATCH_VALUE.match(value):
+            raise ValueError(f"report job: sbatch option {key}={value!r} must be one word "
+                             f"matching {SBATCH_VALUE.pattern}")
+    return _environment().get_template(REPORT_TEMPLATE).render(
+        run_id=run_dir.name, sbatch=options, project_dir=str(project_dir),
+        argv=[python, "-m", "jobs.cli", "report", str(run_dir)])
 
 
 def _check_signal(job: JobSpec, kind: Kind | None) -> None:

@@ -37,6 +37,7 @@ from kindspec.registry import KINDS
 from kindspec.schema import Kind
 
 _MEM = re.compile(r"[1-9][0-9]*[KMGT]", re.I)
+_MEM_UNITS = "BKMGT"
 _TIME = re.compile(r"""[0-9]+(?::[0-5]?[0-9]){0,2}        # MM, MM:SS, HH:MM:SS
                        |[0-9]+-[0-9]{1,2}(?::[0-5]?[0-9]){0,2}  # D-HH, D-HH:MM, D-HH:MM:SS""",
                    re.X)
@@ -131,6 +132,29 @@ def time_limit_seconds(text: str) -> int:
     else:  # MM or MM:SS
         hours, minutes, seconds = 0, parts[0], parts[1] if len(parts) == 2 else 0
     return ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def mem_bytes(text: str) -> int | None:
+    """Bytes of a checked memory size (512M, 16G; K/M/G/T are powers of 1024, as for
+    SLURM's --mem); None for anything else (a foreign run.json)."""
+    if not isinstance(text, str) or not _MEM.fullmatch(text):
+        return None
+    return int(text[:-1]) << (10 * _MEM_UNITS.index(text[-1].upper()))
+
+
+def format_bytes(count: float) -> str:
+    """A size in --mem's units, short: 900K, 414M, 1.3G, 12G (1024-based)."""
+    value, unit = float(count), 0
+    while value >= 1000 and unit < len(_MEM_UNITS) - 1:
+        value, unit = value / 1024, unit + 1
+    text = f"{value:.1f}" if value < 10 and unit else f"{value:.0f}"
+    return f"{text}{'B' if unit == 0 else _MEM_UNITS[unit]}"
+
+
+def format_duration(seconds: float) -> str:
+    """Elapsed time as SLURM shows it: 0:03:31, 27:46:40 (hours go on past a day)."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def warning_seconds(res: Resources, kind: Kind | None) -> int:

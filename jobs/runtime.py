@@ -9,16 +9,25 @@ Distributed launch (kinds with `distributed=True`, world size nodes * processes_
   -m lyricgen ...`. The standalone rendezvous takes a free local port, so several such jobs
   can share a machine, and the script runs the same under sbatch and under plain bash.
 - N nodes: `srun --nodes=N --ntasks-per-node=1 --cpus-per-task=C --kill-on-bad-exit=1
-  <python> -m torch.distributed.run --nnodes=N --nproc-per-node=P --rdzv-backend=c10d
-  --rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="$RDZV_ENDPOINT" -m lyricgen ...`: one torchrun
-  per node, meeting at the allocation's first node. The job script sets RDZV_ENDPOINT (the
-  first host of $SLURM_JOB_NODELIST and a port derived from the job id) and refuses to run
-  outside an sbatch allocation of N nodes; those two words are `ScriptVariable`s. srun gets
-  --cpus-per-task again because srun does not inherit it from sbatch (SLURM >= 22.05).
-  Under apptainer, srun starts `bash -c NODE_GPU_ENV` on each node first: the script's
-  APPTAINERENV_CUDA_VISIBLE_DEVICES holds the batch node's GPUs, and srun would copy it to
-  every node, so each node re-forwards its own CUDA_VISIBLE_DEVICES (--cleanenv drops it).
-  A profile with `executor: local` cannot run such a job (ValueError).
+  bash -c 'node_env "$@"' node-env <python> -m torch.distributed.run --nnodes=N
+  --nproc-per-node=P --rdzv-backend=c10d --rdzv-id="$SLURM_JOB_ID"
+  --rdzv-endpoint="$RDZV_ENDPOINT" -m lyricgen ...`: one torchrun per node, meeting at the
+  node that runs the batch script (the allocation's first). No host NAME is ever looked up:
+  the job script (templates/sbatch.sh.j2) finds each node's ADDRESS with its `node_address`
+  function (the profile's `network_interface`, else the node's NodeAddr in SLURM), sets
+  RDZV_ENDPOINT to the batch node's address and a port derived from the job id, and refuses
+  to run outside an sbatch allocation of N nodes; the two words with variables are
+  `ScriptVariable`s. On every node `node_env` (exported by the script, so srun's bash has
+  it) gives torchrun its per-node settings through torchrun's environment fallbacks:
+  PET_LOCAL_ADDR (--local-addr: the address this node's agent advertises, also the workers'
+  MASTER_ADDR when it is rank 0) and PET_RDZV_CONF=is_host=true|false (only the batch node
+  serves the c10d store: torch's own guess compares the endpoint with what the host NAME
+  resolves to), plus GLOO_SOCKET_IFNAME, the interface holding that address, unless set
+  (gloo otherwise binds to what the host name resolves to, or loopback), then execs the
+  command. Under apptainer it also forwards those and the node's own CUDA_VISIBLE_DEVICES
+  (srun copies the batch node's APPTAINERENV_* to every node; --cleanenv drops the rest).
+  srun gets --cpus-per-task again because srun does not inherit it from sbatch (SLURM >=
+  22.05). A profile with `executor: local` cannot run such a job (ValueError).
 Python is always `<runtime argv> -m torch.distributed.run` (not a `torchrun` on PATH), so the
 host venv or the image's python runs it. For a kind that checkpoints, torchrun also gets
 `--signals-to-handle=...,SIGUSR1` (by default it handles only TERM, INT, HUP and QUIT, and
@@ -112,10 +121,9 @@ class ScriptVariable:
 
 
 Word = str | ScriptVariable
-# Run by srun on every node before apptainer (module docstring); "$@" is the apptainer argv.
-NODE_GPU_ENV = ('if [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then '
-                'export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; '
-                'else unset APPTAINERENV_CUDA_VISIBLE_DEVICES; fi; exec "$@"')
+# Run by srun on every node (module docstring): the script's exported node_env function
+# sets the node's own torchrun and gloo settings, then execs "$@", the torchrun argv.
+NODE_ENV = ["bash", "-c", 'node_env "$@"', "node-env"]
 # Variables the multi-node script sets before its command runs (templates/sbatch.sh.j2).
 RDZV_ENDPOINT = "RDZV_ENDPOINT"
 # torchrun's default signals plus SIGUSR1 (module docstring); its default shutdown wait.
@@ -145,7 +153,7 @@ def lyricgen_argv(job: JobSpec, profile: Profile, project_dir: Path,
         return [*torchrun, "--standalone", *program]
     rendezvous = ["--rdzv-backend=c10d", ScriptVariable("--rdzv-id=", "SLURM_JOB_ID"),
                   ScriptVariable("--rdzv-endpoint=", RDZV_ENDPOINT)]
-    return [*_srun(job, profile), *torchrun, *rendezvous, *program]
+    return [*_srun(job), *torchrun, *rendezvous, *program]
 
 
 def _torchrun_signals(job: JobSpec) -> list[str]:
@@ -170,24 +178,27 @@ def _check_distributed(job: JobSpec, profile: Profile) -> None:
                          "only; use a profile with executor: slurm or nodes: 1")
 
 
-def _srun(job: JobSpec, profile: Profile) -> list[str]:
-    """srun starting one task per node (+ the per-node GPU shim under apptainer)."""
+def _srun(job: JobSpec) -> list[str]:
+    """srun starting one task per node, each through the per-node `node_env`."""
     res = job.resources
-    srun = ["srun", f"--nodes={res.nodes}", "--ntasks-per-node=1",
-            f"--cpus-per-task={res.cpus}", "--kill-on-bad-exit=1"]
-    if profile.runtime == "apptainer":
-        srun += ["bash", "-c", NODE_GPU_ENV, "node-env"]
-    return srun
+    return ["srun", f"--nodes={res.nodes}", "--ntasks-per-node=1",
+            f"--cpus-per-task={res.cpus}", "--kill-on-bad-exit=1", *NODE_ENV]
 
 
-def launch_env(job: JobSpec) -> dict[str, str]:
+def launch_env(job: JobSpec, profile: Profile) -> dict[str, str]:
     """Variables the script exports for the launch: OMP_NUM_THREADS = cpus // processes per
     node (at least 1) when a node runs several processes, since torchrun would otherwise
-    give each worker 1 thread and lyricgen cannot tell how many processes share the CPUs."""
+    give each worker 1 thread and lyricgen cannot tell how many processes share the CPUs;
+    for several nodes and a profile with `network_interface`, GLOO_SOCKET_IFNAME and
+    NCCL_SOCKET_IFNAME naming it (the collectives then use the interface the rendezvous
+    uses)."""
     res = job.resources
-    if res.processes_per_node == 1:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, res.cpus // res.processes_per_node))}
+    env = {}
+    if res.processes_per_node > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, res.cpus // res.processes_per_node))
+    if res.nodes > 1 and profile.network_interface:
+        env["GLOO_SOCKET_IFNAME"] = env["NCCL_SOCKET_IFNAME"] = profile.network_interface
+    return env
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ class Profile:
     sbatch: dict[str, str] = field(default_factory=dict)  # account, qos, ... for every job
     runs_dir: str | None = None  # default: ./runs
     cache_dir: str | None = None  # HF_HOME and friends, bound into the container
+    network_interface: str | None = None  # multi-node jobs meet at this interface's address
     source: Source = Source("<memory>")
 
     def to_dict(self) -> dict[str, Any]:

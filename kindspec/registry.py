@@ -47,7 +47,7 @@ def _syllables_need_a_scheme(params: dict[str, Any], world_size: int) -> tuple[s
 
 def _batch_splits_over_processes(params: dict[str, Any], world_size: int
                                  ) -> tuple[str, str] | None:
-    if params["batch_size"] % world_size:
+    if params["batch_size"] is not None and params["batch_size"] % world_size:
         return "batch_size", (f"{params['batch_size']} does not split evenly over {world_size} "
                               "processes (batch_size is the global batch)")
     return None
@@ -189,7 +189,10 @@ TRAIN_RNN = Kind(
         "arch": _p("str", "lstm", "recurrent cell", choices=("rnn", "lstm", "gru")),
         "level": _p("str", "char", "token level", choices=("char", "word")),
         "epochs": _p("int", 30, "passes over the data (each token once per pass)", min=1),
-        "hidden_size": _p("int", 384, "recurrent state size", min=1),
+        "hidden_size": _p("int", None, "recurrent state size; null: 384, or with max_minutes at "
+                                       "char level the size a short probe of this machine "
+                                       "favours for the budget (README)", nullable=True,
+                          min=1),
         "embedding_dim": _p("int", 64, "token embedding size", min=1),
         "num_layers": _p("int", 1, "stacked recurrent layers", min=1, max=16),
         "dropout": _p("float", 0.1, "locked dropout (one mask per sequence) on embeddings and "
@@ -209,9 +212,10 @@ TRAIN_RNN = Kind(
                                         "torch's 0.999 to a small model's changing gradients)",
                          min=0, min_open=True, max=0.9999),
         "grad_clip": _p("float", 1.0, "max global gradient norm; 0: no clipping", min=0),
-        "batch_size": _p("int", 16, "parallel contiguous streams in all, split evenly over "
-                                    "torchrun's processes (on CPU, 16 is where a bf16 LSTM "
-                                    "runs fastest per token)", min=1),
+        "batch_size": _p("int", None, "parallel contiguous streams in all, split evenly over "
+                                      "torchrun's processes; null: 16 (where a bf16 LSTM runs "
+                                      "fastest per token on CPU), or chosen with hidden_size",
+                         nullable=True, min=1),
         "seq_len": _p("int", 128, "truncated BPTT window (tokens)", min=1),
         "shuffle_songs": _p("bool", True, "concatenate the songs in a new seeded order every "
                                           "epoch (each token still once per epoch)"),

@@ -16,6 +16,7 @@ import click
 
 from lyricgen.context import load_config, write_provenance
 from lyricgen.errors import LyricgenInputError, LyricgenWriteError
+from lyricgen.gpu_usage import record_gpu_peak
 from lyricgen.kinds import ENTRY_POINTS, load_runner
 from lyricgen.preempt import Preempted
 from lyricgen.threads import apply_threads
@@ -41,7 +42,10 @@ def _make_kind_command(kind: str) -> click.Command:
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         threads, reason = apply_threads()  # before the kind's module imports torch
         click.echo(f"lyricgen: {kind}: threads {reason}")  # stdout: errors keep stderr
-        extra = load_runner(kind)(params, ctx)
+        try:
+            extra = load_runner(kind)(params, ctx)
+        finally:
+            record_gpu_peak()  # for job.sh's status file, when CUDA was used
         if os.environ.get("RANK", "0") == "0":  # torchrun/srun: only rank 0 writes
             record = {"threads": {"threads": threads, "reason": reason}}
             write_provenance(ctx, params, {**record, **(extra if isinstance(extra, dict) else {})})

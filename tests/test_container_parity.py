@@ -111,7 +111,8 @@ def jobctl(*args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedPr
 
 def the_run(folder: Path) -> Path:
     """The one run directory under folder/runs (beside jobctl's cache files)."""
-    [run] = [path for path in (folder / "runs").iterdir() if path.is_dir()]
+    [run] = [path for path in (folder / "runs").iterdir()
+             if path.is_dir() and not path.name.startswith(".")]  # not .claims/
     return run
 
 

@@ -99,30 +99,40 @@ def states(report: dict) -> dict[str, list[str]]:
     return {job["name"]: [t["state"] for t in job["tasks"]] for job in report["jobs"]}
 
 
-def check_pipeline(report: dict) -> None:
-    """Every job completed, the grid sampled the 2-process adapter, and the 2-process
-    finetune trained the same model as the 1-process one."""
-    from safetensors.torch import load_file
-    from torch.testing import assert_close
+SINGLE_NODE_LAUNCH = ("  torch.distributed.run\n  --nnodes=1\n  --nproc-per-node=2\n"
+                      "  '--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1'\n"
+                      "  --shutdown-timeout=120\n  --standalone\n")
 
+
+def check_pipeline(report: dict, launch: str = SINGLE_NODE_LAUNCH) -> None:
+    """Every job completed, the finetune's job.sh holds `launch`, the grid sampled the
+    2-process adapter, and the 2-process finetune trained the same model as the 1-process
+    one."""
     assert states(report) == {name: ["COMPLETED"] for name in JOBS}
     out = {job["name"]: Path(job["out_dir"]) for job in report["jobs"]}
     script = (out["finetune"].parent / "job.sh").read_text(encoding="utf-8")
-    assert ("  torch.distributed.run\n  --nnodes=1\n  --nproc-per-node=2\n"
-            "  '--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1'\n"
-            "  --shutdown-timeout=120\n  --standalone\n") in script
+    assert launch in script
     grid = json.loads((out["grid"] / "grid.json").read_text(encoding="utf-8"))
     assert grid["model"]["path"] == str(out["finetune"] / "adapter")
     assert len(grid["cells"]) == 2 and (out["grid"] / "report.html").is_file()
-    two, one = (json.loads((out[name] / "metrics.json").read_text(encoding="utf-8"))
-                for name in ("finetune", "finetune-1"))
+    assert_same_finetune(out["finetune"], out["finetune-1"])
+
+
+def assert_same_finetune(two_dir: Path, one_dir: Path) -> None:
+    """The finetune in `two_dir` (2 processes) trained the model the one in `one_dir` (1
+    process, same global batch 4) trained: same losses, gradient norms and adapter."""
+    from safetensors.torch import load_file
+    from torch.testing import assert_close
+
+    two, one = (json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+                for out in (two_dir, one_dir))
     assert (two["world_size"], one["world_size"]) == (2, 1)
     assert two["global_batch"] == one["global_batch"] == 4
     for key in ("loss", "grad_norm"):
         assert [r[key] for r in two["history"]] == \
             pytest.approx([r[key] for r in one["history"]], rel=1e-5)
-    a, b = (load_file(str(out[name] / "adapter" / "adapter_model.safetensors"))
-            for name in ("finetune-1", "finetune"))
+    a, b = (load_file(str(out / "adapter" / "adapter_model.safetensors"))
+            for out in (one_dir, two_dir))
     assert a.keys() == b.keys()
     for key in a:  # as in test_llama_e2e: 1 % of one Adam step (lr 1e-2)
         assert_close(b[key], a[key], atol=1e-4, rtol=0)

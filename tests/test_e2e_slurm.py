@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,6 +150,11 @@ def test_cancel_running_job_cancels_its_dependent(slurm_cluster: object, fake_py
     code, report = wait_until(tmp_path, settled)
     assert code == 1
     assert states(report) == {"slow": ["CANCELLED"], "later": ["CANCELLED"]}
+    # the report job (afterany) runs although both ended badly, and leaves the jobs alone
+    assert "written by SLURM job" in submitted.stdout
+    page = Path(report["run_dir"]) / "report.html"
+    wait_until(tmp_path, lambda _: page.is_file())
+    assert f"cancelled by {getpass.getuser()} (jobctl cancel)" in page.read_text()
     slow, later = report["jobs"]
     assert slow["tasks"][0]["reason"] == f"cancelled by {getpass.getuser()} (jobctl cancel)"
     assert slow["tasks"][0]["signal"] == "TERM"
@@ -176,22 +182,30 @@ def test_cluster_script_up_is_idempotent_and_down_cleans_up(tmp_path: Path) -> N
         assert first.returncode == 0, first.stderr
         conf = directory / "etc" / "slurm.conf"
         assert first.stdout == f"export SLURM_CONF={conf}\n"
-        assert "DependencyParameters=kill_invalid_depend" in conf.read_text()
+        text = conf.read_text()
+        assert "DependencyParameters=kill_invalid_depend" in text
+        ports = re.findall(r"^NodeName=n[12] NodeAddr=127\.0\.0\.1 .*Port=(\d+)", text, re.M)
+        assert len(set(ports)) == 2  # two nodes by default, each slurmd on its own port
         again = script("up", str(directory))
         assert again.returncode == 0 and "starting" not in again.stderr
         env = {**os.environ, "SLURM_CONF": str(conf)}
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True,
+                               text=True, env=env, check=True).stdout.split("\n")
+        assert sorted(line.split()[0] for line in nodes if line) == ["n1", "n2"]
         job = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300"],
                              capture_output=True, text=True, env=env, check=True)
         assert job.stdout.strip().isdigit()
         assert script("status", str(directory)).returncode == 0
-        pids = {name: (directory / "run" / f"{name}.pid").read_text().strip()
-                for name in daemons}
+        pids = {path.name: path.read_text().strip()
+                for path in (directory / "run").glob("*.pid")}
+        assert sorted(pids) == ["munged.pid", "slurmctld.pid", "slurmd.n1.pid",
+                                "slurmd.n2.pid"]
     finally:
         down = script("down", str(directory))
     assert down.returncode == 0, down.stderr
     assert script("status", str(directory)).returncode == 3
     assert script("down", str(directory)).returncode == 0
-    assert all(running_program(pid) != name for name, pid in pids.items())
+    assert all(running_program(pid) not in daemons for pid in pids.values())
 
 
 def running_program(pid: str) -> str | None:

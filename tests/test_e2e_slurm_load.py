@@ -1,7 +1,8 @@
 """Load on the real local SLURM: a sharded generate-grid is ONE throttled job array, handed
-over in ONE sbatch call (counted by an `sbatch` wrapper first on PATH), and every task ends
-COMPLETED. 200 tasks keep the test near 20 s on 2 cores; `bench/peer_slurm.py --tasks 1000`
-runs the full 1,000 (and Snakemake beside it)."""
+over in ONE sbatch call (counted by an `sbatch` wrapper first on PATH; the one other call
+queues the run report's job), and every task ends COMPLETED. 200 tasks keep the test near
+20 s on 2 cores; `bench/peer_slurm.py --tasks 1000` runs the full 1,000 (and Snakemake
+beside it)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def test_sharded_grid_is_one_throttled_array_in_one_sbatch(slurm_cluster: object
 
     submitted = jobctl("submit", "grid.yaml", cwd=tmp_path, env=env)
     assert submitted.returncode == 0, submitted.stderr
-    (call,) = log.read_text().splitlines()
+    call, report_call = log.read_text().splitlines()  # the grid, then the run report's job
     assert "--array" not in call  # the script's own #SBATCH --array line holds
+    assert report_call.endswith("/_report/report.sh") and "--dependency=afterany:" in report_call
     (script,) = (tmp_path / "runs").glob("*/grid/job.sh")
     assert f"#SBATCH --array=0-{TASKS - 1}%{THROTTLE}\n" in script.read_text()
     assert f"tasks 0-{TASKS - 1}" in submitted.stdout
@@ -84,4 +86,4 @@ def test_sharded_grid_is_one_throttled_array_in_one_sbatch(slurm_cluster: object
     assert job["state"] == "COMPLETED", job["reason"]
     assert job["reason"] == f"{TASKS} COMPLETED"
     assert [t["job_id"] for t in job["tasks"]] == [f"{array_id}_{i}" for i in range(TASKS)]
-    assert len(log.read_text().splitlines()) == 1
+    assert len(log.read_text().splitlines()) == 2

@@ -82,8 +82,8 @@ def test_garbage_from_sbatch_is_recovered_by_comment(project: Path) -> None:
                             capture_output=True, text=True, timeout=300, check=False,
                             env={**os.environ, **path})
     assert result.returncode == 0, result.stderr
-    warnings = result.stderr.splitlines()
-    assert len(warnings) == 2 and all(line.startswith("jobctl: warning: ") and
+    warnings = result.stderr.splitlines()  # first, second and the run report's job
+    assert len(warnings) == 3 and all(line.startswith("jobctl: warning: ") and
                                       "found the job by its comment" in line
                                       for line in warnings), warnings
     run_dir = next((project / "runs").glob("*/run.json")).parent
@@ -92,6 +92,9 @@ def test_garbage_from_sbatch_is_recovered_by_comment(project: Path) -> None:
     assert first["job_id"].isdigit() and comment_of(first["job_id"]) == first["token"]
     assert second["dependency"] == [first["job_id"]]
     assert f"submitted as {first['job_id']}" in result.stdout
+    (report_job,) = record["report_jobs"]
+    assert report_job["dependency"] == [first["job_id"], second["job_id"]]
+    assert comment_of(report_job["job_id"]).startswith(f"jobctl:{run_dir.name}/_report:")
     assert wait_completed(run_dir) == {"first": ["COMPLETED"], "second": ["COMPLETED"]}
 
 

@@ -116,7 +116,7 @@ def test_the_defs_share_files_arguments_labels_and_runscript() -> None:
     assert BODY["labels"].replace("lyricgen\n", "lyricgen-cpu\n", 1) == CPU_BODY["labels"]
     entries = [line.split() for line in BODY["files"].splitlines() if line.strip()]
     assert {src for src, _ in entries} == {"pyproject.toml", "README.md", "containers", "jobs",
-                                           "lyricgen", "templates"}
+                                           "kindspec", "lyricgen", "templates"}
     for src, dst in entries:
         assert dst == f"/opt/lyricgen/{src}"
         assert (REPO / src).exists(), f"%files source {src} is missing from the checkout"

@@ -56,8 +56,9 @@ def status(cwd: Path, runs: str) -> dict:
     return json.loads(result.stdout)["jobs"][0]
 
 
-def wait_for(what: str, check) -> object:
-    deadline = time.monotonic() + WAIT
+def wait_for(what: str, check, limit: float = WAIT) -> object:
+    """check()'s first true value, polled every 0.2 s; fails after `limit` seconds."""
+    deadline = time.monotonic() + limit
     while not (found := check()):
         assert time.monotonic() < deadline, f"still waiting for {what}"
         time.sleep(0.2)
@@ -125,25 +126,14 @@ def test_slurm_job_requeues_itself_on_sigusr1_and_ends_like_an_uninterrupted_run
     job = status(project, "runs-slurm")
     job_id, out = job["tasks"][0]["job_id"], Path(job["out_dir"])
     wait_for("a first checkpoint", lambda: (out / "checkpoint/last.pt").exists())
-    signalled = subprocess.run(["scancel", "--signal=USR1", "--batch", job_id],
-                               capture_output=True, text=True, timeout=60, check=False)
-    assert signalled.returncode == 0, signalled.stderr
-
-    requeued = wait_for("job.sh to record its end", lambda: (
-        (found := task_status(job)).get("state") not in (None, "RUNNING") and found))
-    assert requeued["state"] == "REQUEUED", f"the signal came too late: {requeued}"
+    requeued = usr1_until_requeued(job)
     assert (requeued["exit_code"], requeued["signal"]) == (75, "USR1")
     assert requeued["reason"] == "stopped by SIGUSR1, checkpoint saved; requeued (scontrol " \
                                  "requeue)"
     held = wait_for("SLURM to hold the requeued job", lambda: (
         (state := status(project, "runs-slurm"))["state"] == "PENDING" and state))
     assert "requeued 1x" in held["reason"], held
-    # slurmd refuses to launch a job whose credential it revoked in the same second ("Job
-    # already killed, do not launch batch job"): lift the hold a few seconds after the requeue.
-    time.sleep(max(0.0, requeued["finished"] + 3 - time.time()))
-    lift = subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert lift.returncode == 0, lift.stderr
+    release(requeued)
 
     done = wait_for("the job to end", lambda: (
         (state := status(project, "runs-slurm"))["state"] not in ("PENDING", "RUNNING")
@@ -156,6 +146,31 @@ def test_slurm_job_requeues_itself_on_sigusr1_and_ends_like_an_uninterrupted_run
     assert f"resuming from {out / 'checkpoint/last.pt'} at step {stopped[1]} " in log
     assert 10 <= int(stopped[1]) < uninterrupted_steps(uninterrupted)
     assert_same_training(out, uninterrupted)
+
+
+def usr1_until_requeued(job: dict) -> dict:
+    """`scancel --signal=USR1 --batch` the job's task 0 (what `--signal=B:USR1@N` sends),
+    wait for job.sh to record its end, which must be REQUEUED; returns that status."""
+    job_id = job["tasks"][0]["job_id"]
+    signalled = subprocess.run(["scancel", "--signal=USR1", "--batch", job_id],
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert signalled.returncode == 0, signalled.stderr
+    requeued = wait_for("job.sh to record its end", lambda: (
+        (found := task_status(job)).get("state") not in (None, "RUNNING") and found))
+    assert requeued["state"] == "REQUEUED", f"the signal came too late: {requeued}"
+    return requeued
+
+
+def release(requeued: dict) -> None:
+    """Lift SLURM's hold on a job that requeued itself (status file `requeued`) instead of
+    waiting ~2 minutes. slurmd refuses to launch a job whose credential it revoked in the
+    same second ("Job already killed, do not launch batch job"): lift it a few seconds after
+    the requeue."""
+    time.sleep(max(0.0, requeued["finished"] + 3 - time.time()))
+    lift = subprocess.run(["scontrol", "update", f"JobId={requeued['slurm_job_id']}",
+                           "StartTime=now"], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert lift.returncode == 0, lift.stderr
 
 
 def uninterrupted_steps(out: Path) -> int:

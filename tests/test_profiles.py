@@ -93,6 +93,9 @@ def test_missing_profile_file(tmp_path: Path) -> None:
     ("sbatch:\n  comment: \"a\\nb\"\n", 2, "sbatch.comment", "control characters"),
     ("gpu_gres: gpu titan\n", 1, "gpu_gres", "expected a gres name"),
     ("partition: 3\n", 1, "partition", "expected a partition name, got 3"),
+    ("network_interface: '-x'\n", 1, "network_interface", "expected a network interface name"),
+    ("network_interface: eth 0\n", 1, "network_interface", "expected a network interface"),
+    ("network_interface: abcdefghijklmnop\n", 1, "network_interface", "interface name like"),
     ("python: ''\n", 1, "python", "expected an interpreter"),
     ("executor: slurm\nexecutor: local\n", 2, "", "duplicate key 'executor'"),
     ("image: !!python/object/apply:os.getcwd []\n", 1, "", "is not allowed"),
@@ -114,8 +117,9 @@ def test_valid_values_are_kept_as_written(tmp_path: Path) -> None:
                                       "binds: [data, '/scratch/x:/data:ro']\n"
                                       "env: {OMP_NUM_THREADS: 4, LANG: C.UTF-8}\n"
                                       "modules: [apptainer/1.3]\ncache_dir: .cache/hf\n"
-                                      "partition: gpu,gpu-long\n")
+                                      "partition: gpu,gpu-long\nnetwork_interface: ib0.8001\n")
     profile = load_profile(str(path))
+    assert profile.network_interface == "ib0.8001"
     assert profile.binds == ("data", "/scratch/x:/data:ro")
     assert profile.env == {"OMP_NUM_THREADS": "4", "LANG": "C.UTF-8"}
     assert (profile.image, profile.cache_dir) == ("img/x.sif", ".cache/hf")

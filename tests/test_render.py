@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.render import render_script, sbatch_log_path
+from jobs.render import render_report_script, render_script, sbatch_log_path
 from jobs.runtime import BASE_CONTAINER_ENV
 from jobs.spec import JobSpec, Profile, Resources, Task
 from jobs.taskstatus import STATUS_KEYS
@@ -85,6 +85,13 @@ CASES: dict[str, tuple[JobSpec, Profile, Path, Path]] = {
         CLUSTER,
         Path("/scratch/lab/runs/20240101-000000-ab12/finetune"), Path("/home/ana/lyricgen"),
     ),
+    "ddp_2node_cpu_interface": (
+        job("train", kind="train-rnn",
+            resources=Resources(cpus=4, mem="8G", time="04:00:00", nodes=2)),
+        Profile(name="fabric", executor="slurm", python="/opt/venv/bin/python",
+                network_interface="ib0"),
+        Path("/srv/lyricgen/runs/20240101-000000-ab12/train"), Path("/srv/lyricgen"),
+    ),
     "train_rnn_preemptible": (
         job("train", kind="train-rnn",
             resources=Resources(cpus=4, mem="8G", time="04:00:00", signal_seconds=600)),
@@ -146,6 +153,27 @@ def test_shellcheck_clean(name: str, tmp_path: Path) -> None:
         out = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)],
                              capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_report_script_runs_jobctl_report_with_the_profiles_options(tmp_path: Path) -> None:
+    """The SLURM job that writes the run report (jobs/executors/slurm.py submit_report)."""
+    run_dir = tmp_path / "my runs $HOME" / "20240101-000000-ab12"
+    text = render_report_script(run_dir, Path("/srv/lyricgen"), "/srv/venv/bin/python", "gpu",
+                                {"account": "lyrics"})
+    header = [line for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert header == ["#SBATCH --job-name=lyricgen-report", "#SBATCH --cpus-per-task=1",
+                      "#SBATCH --mem=1G", "#SBATCH --time=00:15:00",
+                      "#SBATCH --partition=gpu", "#SBATCH --account=lyrics"]
+    assert text.splitlines()[-1] == ("exec /srv/venv/bin/python -m jobs.cli report "
+                                     f"'{run_dir}'")
+    if shutil.which("shellcheck"):
+        script = tmp_path / "report.sh"
+        script.write_text(text)
+        out = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)],
+                             capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stdout
+    with pytest.raises(ValueError, match="one word"):
+        render_report_script(run_dir, Path("/srv"), "python", None, {"qos": "a b"})
 
 
 def test_multi_node_header_asks_one_task_per_node() -> None:
@@ -235,7 +263,8 @@ def test_unrenderable_values_raise(spec: JobSpec, profile: Profile, message: str
 FAKE_PYTHON = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$FAKE_OUT/argv"
 pwd > "$FAKE_OUT/cwd"
-for name in QUOTES SUBST LINES OMP_NUM_THREADS; do
+for name in QUOTES SUBST LINES OMP_NUM_THREADS PET_LOCAL_ADDR PET_RDZV_CONF \\
+    GLOO_SOCKET_IFNAME NCCL_SOCKET_IFNAME; do
   printf '%s' "${!name-}" > "$FAKE_OUT/env.$name"
 done
 echo $$ > "$FAKE_OUT/pid"
@@ -246,6 +275,10 @@ exit "${FAKE_EXIT:-0}"
 
 @pytest.fixture
 def project(tmp_path: Path) -> dict[str, Path]:
+    return make_project(tmp_path)
+
+
+def make_project(tmp_path: Path) -> dict[str, Path]:
     """A project dir with a hostile name, a fake python, and a job dir for a 3-task array."""
     project_dir = tmp_path / "my proj's $HOME"
     project_dir.mkdir()
@@ -379,6 +412,7 @@ def test_apptainer_forwards_set_variables_by_name(tmp_path: Path) -> None:
     assert "tok en'$x" not in script.read_text()
     assert (out / "forwarded").read_text().splitlines() == [
         "APPTAINERENV_GENIUS_ACCESS_TOKEN=tok en'$x",
+        f"APPTAINERENV_LYRICGEN_GPU_PEAK_FILE={job_dir}/status/.gpu-peak.0",
         "APPTAINERENV_PYTHONUNBUFFERED=1",
         "APPTAINERENV_SLURM_JOB_ID=9",
         "APPTAINERENV_TOKENIZERS_PARALLELISM=false",
@@ -392,18 +426,11 @@ def test_apptainer_forwards_set_variables_by_name(tmp_path: Path) -> None:
 
 # --- distributed launch, run with bash and fake launchers -----------------------------------
 
-FAKE_SRUN = """#!/usr/bin/env bash
-printf '%s\\n' "$@" > "$FAKE_OUT/srun"
-"""
-FAKE_SCONTROL = """#!/usr/bin/env bash
-if [[ "$*" == "show hostnames node[07-08]" ]]; then printf 'node07\\nnode08\\n'; fi
-"""
-
-
-def ddp_script(paths: dict[str, Path], executor: str, nodes: int = 1) -> Path:
+def ddp_script(paths: dict[str, Path], executor: str, nodes: int = 1, **profile: object) -> Path:
+    """job.sh of a 2-process-per-node finetune whose python is the fake one."""
     spec = job("finetune", kind="finetune-llama",
                resources=Resources(cpus=4, nodes=nodes, processes_per_node=2))
-    profile = Profile(name="p", executor=executor, python=str(paths["fake"]))
+    profile = Profile(name="p", executor=executor, python=str(paths["fake"]), **profile)
     text = render_script(spec, profile, job_dir=paths["job_dir"], project_dir=paths["project"])
     script = paths["job_dir"] / "job.sh"
     script.parent.mkdir(parents=True)
@@ -421,72 +448,3 @@ def test_single_node_script_runs_torchrun_with_the_cpus_shared(project: dict[str
         str(project["job_dir"] / "config.json"), "--task", "0"]
     assert (project["out"] / "env.OMP_NUM_THREADS").read_text() == "2"
     assert read_status(project, 0)["state"] == "COMPLETED"
-
-
-@pytest.fixture
-def launchers(tmp_path: Path) -> Path:
-    """A directory with fake srun and scontrol, to put first on PATH."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
-        (bin_dir / name).write_text(text, encoding="utf-8")
-        (bin_dir / name).chmod(0o755)
-    return bin_dir
-
-
-def test_multi_node_script_refuses_plain_bash(project: dict[str, Path], launchers: Path) -> None:
-    env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}")
-    result = run_bash(ddp_script(project, "slurm", nodes=2), env)
-    assert result.returncode == 2
-    assert "needs an sbatch allocation of 2 nodes" in result.stderr
-    assert not (project["out"] / "srun").exists()
-    status = read_status(project, 0)
-    assert (status["state"], status["exit_code"]) == ("FAILED", 2)
-
-
-def test_multi_node_script_meets_at_the_first_node(project: dict[str, Path],
-                                                    launchers: Path) -> None:
-    env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}", SLURM_JOB_ID="123456",
-                     SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="node[07-08]")
-    result = run_bash(ddp_script(project, "slurm", nodes=2), env)
-    assert result.returncode == 0, result.stderr
-    assert (project["out"] / "srun").read_text().splitlines() == [
-        "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=4", "--kill-on-bad-exit=1",
-        str(project["fake"]), "-m", "torch.distributed.run", "--nnodes=2",
-        "--nproc-per-node=2", "--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
-        "--shutdown-timeout=300", "--rdzv-backend=c10d", "--rdzv-id=123456",
-        "--rdzv-endpoint=node07:23456", "-m", "lyricgen", "finetune-llama", "--config",
-        str(project["job_dir"] / "config.json"), "--task", "0"]
-    assert read_status(project, 0)["state"] == "COMPLETED"
-
-
-FAKE_NODE_SRUN = """#!/usr/bin/env bash
-while [[ "$1" == --* ]]; do shift; done
-export CUDA_VISIBLE_DEVICES=2,3  # what SLURM gives the step on this node
-exec "$@"
-"""
-
-
-def test_multi_node_apptainer_forwards_each_nodes_own_gpus(project: dict[str, Path],
-                                                           launchers: Path) -> None:
-    """srun copies the batch node's APPTAINERENV_CUDA_VISIBLE_DEVICES to every node; the
-    per-node shim replaces it with the node's own CUDA_VISIBLE_DEVICES."""
-    (launchers / "srun").write_text(FAKE_NODE_SRUN, encoding="utf-8")
-    (launchers / "apptainer").write_text(FAKE_APPTAINER, encoding="utf-8")
-    (launchers / "apptainer").chmod(0o755)
-    spec = job("finetune", kind="finetune-llama",
-               resources=Resources(gpus=2, cpus=4, nodes=2, processes_per_node=2))
-    profile = Profile(name="c", executor="slurm", runtime="apptainer", image="/images/l.sif")
-    script = project["job_dir"] / "job.sh"
-    script.parent.mkdir(parents=True)
-    script.write_text(render_script(spec, profile, job_dir=project["job_dir"],
-                                    project_dir=project["project"]), encoding="utf-8")
-    env = script_env(project, PATH=f"{launchers}:{os.environ['PATH']}", SLURM_JOB_ID="42",
-                     SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="node[07-08]",
-                     CUDA_VISIBLE_DEVICES="0,1")
-    result = run_bash(script, env)
-    assert result.returncode == 0, result.stderr
-    assert "APPTAINERENV_CUDA_VISIBLE_DEVICES=2,3" in \
-        (project["out"] / "forwarded").read_text().splitlines()
-    argv = (project["out"] / "argv").read_text().splitlines()
-    assert argv[:2] == ["exec", "--nv"] and "--rdzv-endpoint=node07:20042" in argv

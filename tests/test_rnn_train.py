@@ -199,7 +199,7 @@ def test_word_level_trains_and_reports_bpc(corpus, tmp_path):
     ({"data": "x", "epochs": "3"}, "epochs"),
     ({"data": "x", "dropout": 1.5}, "dropout"),
     ({"arch": "gru"}, "data"),
-    ({"data": "x", "batch_size": None}, "batch_size"),
+    ({"data": "x", "batch_size": 0}, "batch_size"),
 ])
 def test_bad_params_name_the_key(params, key):
     with pytest.raises(LyricgenInputError, match=rf"params: {key}:"):

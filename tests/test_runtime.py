@@ -11,7 +11,7 @@ import pytest
 
 from jobs.runtime import (
     BASE_CONTAINER_ENV,
-    NODE_GPU_ENV,
+    NODE_ENV,
     ScriptVariable,
     cache_env,
     container_binds,
@@ -217,8 +217,7 @@ def test_multi_node_runs_one_torchrun_per_node_through_srun() -> None:
     argv = lyricgen_argv(ddp_job(gpus=4, nodes=2, processes=4, cpus=16), profile, PROJECT,
                          JOB_DIR)
     assert argv[:10] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=16",
-                         "--kill-on-bad-exit=1", "bash", "-c", NODE_GPU_ENV, "node-env",
-                         "apptainer"]
+                         "--kill-on-bad-exit=1", *NODE_ENV, "apptainer"]
     assert "--nv" in argv
     assert argv[argv.index("python3"):] == [
         "python3", "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=4",
@@ -226,10 +225,11 @@ def test_multi_node_runs_one_torchrun_per_node_through_srun() -> None:
         ScriptVariable("--rdzv-endpoint=", "RDZV_ENDPOINT"), *PROGRAM]
 
 
-def test_multi_node_host_runtime_needs_no_per_node_gpu_shim() -> None:
+def test_multi_node_host_runtime_starts_torchrun_through_the_per_node_env() -> None:
     argv = lyricgen_argv(ddp_job(gpus=2, nodes=3, processes=2),
                          Profile(name="slurm", executor="slurm", python="py"), PROJECT, JOB_DIR)
-    assert argv[5:9] == ["py", "-m", "torch.distributed.run", "--nnodes=3"]
+    assert argv[5:13] == ["bash", "-c", 'node_env "$@"', "node-env", "py", "-m",
+                          "torch.distributed.run", "--nnodes=3"]
 
 
 def test_multi_node_is_refused_under_the_local_executor() -> None:
@@ -245,10 +245,18 @@ def test_kinds_without_distributed_launch_are_refused_several_processes(resource
 
 
 def test_launch_env_shares_the_cpus_between_processes_of_a_node() -> None:
-    assert launch_env(make_job(cpus=8)) == {}
-    assert launch_env(ddp_job(processes=1)) == {}
-    assert launch_env(ddp_job(processes=2, cpus=8)) == {"OMP_NUM_THREADS": "4"}
-    assert launch_env(ddp_job(processes=4, cpus=6, nodes=2)) == {"OMP_NUM_THREADS": "1"}
+    laptop = Profile(name="laptop")
+    assert launch_env(make_job(cpus=8), laptop) == {}
+    assert launch_env(ddp_job(processes=1), laptop) == {}
+    assert launch_env(ddp_job(processes=2, cpus=8), laptop) == {"OMP_NUM_THREADS": "4"}
+    assert launch_env(ddp_job(processes=4, cpus=6, nodes=2), laptop) == {"OMP_NUM_THREADS": "1"}
+
+
+def test_launch_env_points_the_collectives_at_the_profiles_interface() -> None:
+    fabric = Profile(name="c", executor="slurm", network_interface="ib0")
+    assert launch_env(ddp_job(processes=1, nodes=2), fabric) == {
+        "GLOO_SOCKET_IFNAME": "ib0", "NCCL_SOCKET_IFNAME": "ib0"}
+    assert launch_env(ddp_job(processes=2, cpus=8), fabric) == {"OMP_NUM_THREADS": "4"}
 
 
 def test_container_env_names() -> None:

@@ -21,6 +21,7 @@ from jobs.executors.slurm import (
     SlurmExecutor,
     compress_indices,
     expand_indices,
+    first_failed_node,
     jobcomp_path,
     log_cause,
     parse_record,
@@ -119,6 +120,27 @@ OVER_MEMORY = ("slurmstepd-localnode: error: StepId=1.batch exceeded memory limi
 ])
 def test_log_cause_reads_slurmstepd_lines_only(text: str, cause: str | None) -> None:
     assert log_cause(text) == cause
+
+
+# A 2-node job whose task on n2 was SIGKILLed (tests/test_multinode_e2e.py), after an earlier
+# attempt (requeued, same log) in which srun reported another failure.
+NODE_DIED = (
+    "job.sh: rendezvous at 127.0.0.1:20004 (node n1) for nodes n[1-2]\n"
+    "srun: error: n1: task 0: Exited with exit code 1\n"
+    "job.sh: rendezvous at 127.0.0.1:20004 (node n1) for nodes n[1-2]\n"
+    "train-rnn gru/char:   0%|          | 0/579 [00:00<?, ?step/s]"
+    "srun: error: n2: task 1: Killed\n"
+    "srun: launch/slurm: _step_signal: Terminating StepId=4.0\n"
+    "slurmstepd-n1: error: *** STEP 4.0 ON n1 CANCELLED AT 2026-12-03T20:50:31 ***\n"
+    "srun: error: n1: task 0: Exited with exit code 1\n")
+
+
+def test_first_failed_node_of_the_current_attempt() -> None:
+    assert first_failed_node(NODE_DIED) == "node n2 task 1 Killed (srun)"
+    assert first_failed_node(NODE_DIED.split("train-rnn")[0]) is None
+    assert first_failed_node("srun: error: n3: tasks 0-1: Exited with exit code 2\n") == \
+        "node n3 task 0-1 Exited with exit code 2 (srun)"
+    assert first_failed_node("nothing here\n") is None
 
 
 def test_jobcomp_path_only_for_filetxt(tmp_path: Path) -> None:
@@ -345,6 +367,20 @@ def test_slurm_names_the_cause_of_a_recorded_failure(run: Run,
                                                             "time limit (00:30:00)")
 
 
+def test_a_failed_multi_node_task_names_the_node_that_failed_first(
+        run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = time.time()
+    submitted(run, {"a": "10"}, now)
+    write_task_status(run.dir / "a", 0, "FAILED", "", exit_code=137)
+    (run.dir / "a" / "logs" / "slurm-10.out").write_text(NODE_DIED)
+    fake_sources(monkeypatch, live=[
+        f"JobId=10 JobState=FAILED ExitCode=137:0 NodeList=n[1-2] SubmitTime={stamp(now)}"],
+        done=[])
+    state = collect_status(run)[0].tasks[0]
+    assert (state.state, state.exit_code, state.reason) == (
+        "FAILED", 137, "exit code 137 (SIGKILL); first failure: node n2 task 1 Killed (srun)")
+
+
 def test_memory_kill_is_out_of_memory_never_completed(run: Run,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """SLURM 22.05 with OverMemoryKill: SIGKILL (status file left RUNNING, by a process that
@@ -363,8 +399,8 @@ def test_memory_kill_is_out_of_memory_never_completed(run: Run,
         f"SubmitTime={stamp(now)}"], done=[])
     a, grid, b = collect_status(run)
     task = a.tasks[0]
-    assert (task.state, task.reason, task.signal) == ("OUT_OF_MEMORY", "out of memory (--mem=2G)",
-                                                      "KILL")
+    assert (task.state, task.reason, task.signal) == (  # jobacct_gather's 646041600 bytes
+        "OUT_OF_MEMORY", "out of memory: used 616M of --mem=2G", "KILL")
     assert a.state == "OUT_OF_MEMORY"
     killed = grid.tasks[1]  # no SLURM record left, killed on this machine: not RUNNING
     assert (killed.state, killed.exit_code) == ("FAILED", None)
@@ -372,6 +408,26 @@ def test_memory_kill_is_out_of_memory_never_completed(run: Run,
     assert grid.state == "FAILED"
     assert grid.reason.startswith("2 CANCELLED, 1 FAILED; task 1: killed (SIGKILL?)")
     assert (b.state, b.reason) == ("CANCELLED", "dependency failed (grid)")
+
+
+def test_a_cgroup_oom_kill_reports_the_peak_job_sh_recorded(
+        run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cgroup enforcement kills lyricgen only: job.sh records FAILED 137 with the cgroup's
+    peak, and the log names the OOM kill without a figure."""
+    now = time.time()
+    submitted(run, {"a": "10", "grid": "11"}, now)
+    write_task_status(run.dir / "a", 0, "FAILED", "", exit_code=137)
+    status = json.loads((run.dir / "a" / "status" / "0.json").read_text())
+    status.update(peak_rss_bytes=2 ** 31, peak_rss_source="cgroup-v2")
+    (run.dir / "a" / "status" / "0.json").write_text(json.dumps(status))
+    (run.dir / "a" / "logs" / "slurm-10.out").write_text(
+        "slurmstepd: error: Detected 1 oom_kill event in StepId=10.batch.\n")
+    fake_sources(monkeypatch, live=[], done=[])
+    task = collect_status(run)[0].tasks[0]
+    assert (task.state, task.exit_code) == ("OUT_OF_MEMORY", 137)
+    assert task.reason == "out of memory: used 2.0G of --mem=2G"
+    assert (task.usage.peak_rss_bytes, task.usage.peak_rss_source, task.mem) == (
+        2 ** 31, "cgroup-v2", "2G")
 
 
 def test_a_lost_answer_takes_the_id_job_sh_recorded(run: Run,

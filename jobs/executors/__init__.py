@@ -21,8 +21,15 @@ Reasons (TaskState.reason, one short phrase; `status --json` also gives `signal`
 "exit code N", "exit code 137 (SIGKILL)" when a child died of a signal (128+N), "signal 9
 (SIGKILL)" when SLURM saw the script itself killed, "signal TERM" when job.sh recorded the
 signal that cancelled it, "cancelled by USER (jobctl cancel)", "cancelled before it started",
-"dependency failed (JOB, ...)", "out of memory (--mem=SIZE)", "time limit (LIMIT)",
-"preempted", "node failure", or where a task waits: "waiting for needs", SLURM's own reason.
+"dependency failed (JOB, ...)", "out of memory (--mem=SIZE)" or, when the use is known,
+"out of memory: used 414M of --mem=100M", "time limit (LIMIT)", "preempted", "node failure",
+or where a task waits: "waiting for needs", SLURM's own reason. Any other task that did not
+complete although its recorded peak memory reached its --mem says so too ("exit code 137
+(SIGKILL); used 4.1G of --mem=4G").
+
+Resources: every task carries what its status file says it used (TaskState.usage,
+jobs.taskstatus.TaskUsage: wall, CPU, peak memory, GPU peak) and the memory it asked for
+(TaskState.mem, the --mem of its latest submission).
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import UsageError
+from jobs.resources import format_bytes, mem_bytes
 from jobs.state import Run
+from jobs.taskstatus import TaskUsage, job_task_status
 
 PENDING = "PENDING"
 RUNNING = "RUNNING"
@@ -61,10 +70,15 @@ _JOB_STATE_ORDER = (RUNNING, PENDING, FAILED, "TIMEOUT", "OUT_OF_MEMORY", "NODE_
                     "BOOT_FAIL", "DEADLINE", "PREEMPTED", CANCELLED, UNKNOWN, COMPLETED, SKIPPED)
 
 
+# A task that ended this close to its --mem (or over it) may have failed for memory.
+MEMORY_NOTE_SHARE = 0.95
+
+
 @dataclass(frozen=True)
 class TaskState:
-    """One task: state, exit code (None when unknown), reason, scheduler job id, and the
-    signal that ended it (name without SIG: "TERM", "KILL"; None when it was not a signal)."""
+    """One task: state, exit code (None when unknown), reason, scheduler job id, the signal
+    that ended it (name without SIG: "TERM", "KILL"; None when it was not a signal), what its
+    status file says it used, and the memory it asked for (module docstring)."""
 
     task: int
     state: str
@@ -72,6 +86,8 @@ class TaskState:
     reason: str | None = None
     job_id: str | None = None
     signal: str | None = None
+    usage: TaskUsage | None = None
+    mem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +182,14 @@ def ended_state(status: Mapping[str, Any], task: int, job_id: str | None) -> Tas
                      job_id, sig)
 
 
+def memory_reason(mem: str, used: int | None) -> str:
+    """Why an OUT_OF_MEMORY task ended: "out of memory (--mem=100M)", or with the memory
+    it used when known: "out of memory: used 414M of --mem=100M"."""
+    if used is None:
+        return f"out of memory (--mem={mem})"
+    return f"out of memory: used {format_bytes(used)} of --mem={mem}"
+
+
 def with_requeues(reason: str | None, requeues: Any) -> str | None:
     """`reason; requeued Nx` when the task was requeued N > 0 times, else `reason`."""
     if not isinstance(requeues, int) or requeues <= 0:
@@ -213,6 +237,19 @@ def task_log_path(job: Mapping[str, Any], task: int) -> Path | None:
     return logs / (f"slurm-{job_id}_{task}.out" if job["array"] else f"slurm-{job_id}.out")
 
 
+def read_log_tail(log: Path | None, max_bytes: int) -> str | None:
+    """The last `max_bytes` bytes of a log as text (undecodable bytes replaced); None when
+    there is no log or it cannot be read."""
+    if log is None:
+        return None
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - max_bytes))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def job_state(states: Sequence[TaskState]) -> str:
     present = {t.state for t in states}
     for state in _JOB_STATE_ORDER:
@@ -245,7 +282,8 @@ def collect_status(run: Run) -> list[JobState]:
         else:
             failed_needs = [n for n in job["needs"] if result[n].state in FAILURES]
             canceller = _cancelled_by(record, name)
-            tasks = [_after_failed_needs(_who_cancelled(t, job, canceller), failed_needs)
+            tasks = [_with_usage(_after_failed_needs(_who_cancelled(t, job, canceller),
+                                                     failed_needs), job)
                      for t in raw[name]]
         state = job_state(tasks)
         result[name] = JobState(name=name, kind=job["kind"], state=state, tasks=tuple(tasks),
@@ -285,3 +323,25 @@ def _after_failed_needs(task: TaskState, failed_needs: Sequence[str]) -> TaskSta
         reason = f"{DEPENDENCY_FAILED} ({', '.join(failed_needs)})"
         return TaskState(task.task, CANCELLED, None, reason, task.job_id)
     return task
+
+
+def asked_mem(job: Mapping[str, Any], task: int) -> str:
+    """The --mem of the task's latest submission (a resubmission may change it), else the
+    job's."""
+    submission = latest_submissions(job).get(task) or {}
+    return (submission.get("resources") or job["spec"]["resources"])["mem"]
+
+
+def _with_usage(task: TaskState, job: Mapping[str, Any]) -> TaskState:
+    """The task with its status file's usage and its --mem; a task that did not complete
+    although its peak reached MEMORY_NOTE_SHARE of --mem says how much it used."""
+    status = job_task_status(job, task.task)
+    usage = TaskUsage.from_status(status) if status else None
+    mem = asked_mem(job, task.task)
+    reason = task.reason
+    peak, asked = (usage.peak_rss_bytes if usage else None), mem_bytes(mem)
+    if (task.state in FAILURES and task.state != "OUT_OF_MEMORY" and peak is not None
+            and asked and peak >= MEMORY_NOTE_SHARE * asked):
+        note = f"used {format_bytes(peak)} of --mem={mem}"
+        reason = f"{reason}; {note}" if reason else note
+    return replace(task, usage=usage, mem=mem, reason=reason)

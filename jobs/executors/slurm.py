@@ -20,6 +20,15 @@ timeout) stays, so that `jobctl status` keeps looking for its token and never ca
 that was queued after all "never submitted". A submission without an id takes the one its
 token finds in the queue, else the one job.sh wrote into its status file.
 
+The run report (jobs.runreport): `submit_report` queues one more job per submission, the
+script RUN_DIR/_report/report.sh (jobs.render.render_report_script; `_report` cannot be a
+job name), with `--dependency=afterany:` every job id just queued and
+`--kill-on-invalid-dep=no`, so it runs once they have all ended, however they ended (a
+failed, cancelled or dependency-cancelled job too), and writes RUN_DIR/report.html with the
+Python that ran jobctl. It is recorded in run.json `report_jobs` (job id, dependency,
+submitted), is no job of the run (`jobctl status` and `cancel` leave it alone) and logs to
+RUN_DIR/_report/logs/. Why not write the report from `jobctl status`: status only reads.
+
 State of a task, first that knows: its own status file when it recorded an end (COMPLETED,
 FAILED, CANCELLED, PREEMPTED; but SLURM's TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED...
 name the cause of a FAILED or CANCELLED better and win); SLURM's live view (`scontrol -o show
@@ -34,6 +43,13 @@ which name causes that SLURM's state may not: `Exceeded job memory limit` (memor
 by jobacct_gather OverMemoryKill: SLURM 22.05 then says FAILED, signal 9) and `oom-kill
 event` (cgroup) -> OUT_OF_MEMORY; `DUE TO TIME LIMIT` -> TIMEOUT; `DUE TO PREEMPTION` ->
 PREEMPTED; `DUE TO NODE FAILURE` -> NODE_FAIL. So a job killed for memory is never COMPLETED.
+Its reason says how much it used when known: jobacct_gather's own measurement in the log
+(`StepId=5.batch exceeded memory limit (434049024 > 104857600)`: SIGKILL leaves job.sh no
+chance to record), else the peak job.sh recorded (a cgroup OOM kill spares the script).
+A multi-node task that still reads FAILED names the node whose task failed first, from srun's
+`srun: error: NODE: task N: WHAT` lines after job.sh's last `job.sh: rendezvous at` line (the
+current attempt of a requeued job): `exit code 137 (SIGKILL); first failure: node n2 task 1
+Killed (srun)`. With --kill-on-bad-exit srun stops the other nodes, whose own failures follow.
 """
 
 from __future__ import annotations
@@ -68,16 +84,19 @@ from jobs.executors import (
     ended_state,
     exit_reason,
     latest_submissions,
+    memory_reason,
     process_alive,
+    read_log_tail,
     signal_name,
     task_log_path,
     with_requeues,
 )
-from jobs.render import sbatch_log_path
-from jobs.state import Run
-from jobs.taskstatus import job_task_status
+from jobs.render import render_report_script, sbatch_log_path
+from jobs.state import Run, atomic_write_bytes
+from jobs.taskstatus import TaskUsage, job_task_status
 
 COMMAND_TIMEOUT = 60
+REPORT_DIR = "_report"  # RUN_DIR/_report/: the report job's script and logs
 STALE_SECONDS = 300
 _FIELD = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:]*)=(.*?)(?=\s+[A-Za-z][A-Za-z0-9_/:]*=|\s*$)")
 _ACTIVE_SLURM = {"PENDING": PENDING, "REQUEUED": PENDING, "CONFIGURING": PENDING,
@@ -104,6 +123,11 @@ _LOG_CAUSES = (
     ("NODE_FAIL", re.compile(r"slurmstepd.*CANCELLED AT \S+ DUE TO NODE FAIL")),
 )
 LOG_TAIL = 64 * 1024
+# jobacct_gather's line when it kills a step over --mem: the bytes it measured, the limit.
+_MEMORY_MEASURED = re.compile(r"slurmstepd.*exceeded memory limit \((\d+) > \d+\)", re.I)
+# srun's line for a task that failed, and job.sh's line at the start of a multi-node attempt.
+_SRUN_TASK_FAILED = re.compile(r"srun: error: (\S+): tasks? ([0-9,-]+): ([^\r\n]+)")
+_ATTEMPT_START = "job.sh: rendezvous at "
 
 SlurmRecords = tuple[dict[tuple[str, int], dict[str, str]], dict[str, dict[str, str]]]
 
@@ -254,19 +278,15 @@ class SlurmExecutor(Executor):
                       "tasks": list(tasks), "dependency": list(deps), "argv": argv,
                       "submitted": time.time(), "resources": job["spec"]["resources"]}
         run.update(lambda r: r["jobs"][name]["submissions"].append(submission))
-        note = None
         try:
-            job_id = _sbatch(argv)
+            job_id, note = queue(argv, token)
         except SbatchUnclear as exc:
-            found = job_by_comment(token)
-            if found is None:
-                if exc.rejected:
-                    run.update(lambda r: _drop_submission(r["jobs"][name], token))
-                    raise
-                raise UsageError(f"{exc}; SLURM lists no job with comment {token}, so it was "
-                                 f"probably not queued (if it shows up, `jobctl status "
-                                 f"{run.id}` reports it)") from exc
-            job_id, note = found, f"{exc}; found the job by its comment {token}"
+            if exc.rejected:
+                run.update(lambda r: _drop_submission(r["jobs"][name], token))
+                raise
+            raise UsageError(f"{exc}; SLURM lists no job with comment {token}, so it was "
+                             f"probably not queued (if it shows up, `jobctl status "
+                             f"{run.id}` reports it)") from exc
         run.update(lambda r: _set_submission_id(r["jobs"][name], token, job_id, note))
         return job_id
 
@@ -286,6 +306,40 @@ class SlurmExecutor(Executor):
             throttle = job["spec"].get("throttle")
             argv.append(f"--array={compress_indices(tasks)}" + (f"%{throttle}" if throttle else ""))
         return [*argv, str(Path(job["job_dir"]) / "job.sh")]
+
+    def submit_report(self, run: Run, selection: Mapping[str, Sequence[int]],
+                      python: str) -> dict[str, Any] | None:
+        """Queue the report job behind the jobs `submit` has just queued for `selection`
+        (module docstring); its record, or None when none of them has a SLURM id. Raises
+        UsageError when sbatch refuses it or gives no id."""
+        record = run.read()
+        ids = list(dict.fromkeys(
+            latest[task]["job_id"] for name, tasks in selection.items()
+            for latest in [latest_submissions(record["jobs"][name])] for task in tasks
+            if task in latest and latest[task].get("job_id")))
+        if not ids:
+            return None
+        first = record["jobs"][record["order"][0]]["profile"]
+        profile = record["profiles"][first]
+        report_dir = run.dir / REPORT_DIR
+        (report_dir / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            script = render_report_script(run.dir, PROJECT_DIR, python, profile.get("partition"),
+                                          profile.get("sbatch") or {})
+            log = sbatch_log_path(report_dir, False)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        path = atomic_write_bytes(report_dir / "report.sh", script.encode("utf-8"), mode=0o755)
+        token = f"jobctl:{run.id}/{REPORT_DIR}:{secrets.token_hex(4)}"
+        argv = ["sbatch", "--parsable", f"--comment={token}", "--kill-on-invalid-dep=no",
+                f"--output={log}", f"--error={log}", "--dependency=afterany:" + ":".join(ids),
+                str(path)]
+        submitted = time.time()
+        job_id, note = queue(argv, token)
+        entry = {"job_id": job_id, "dependency": ids, "submitted": submitted, "argv": argv,
+                 **({"note": note} if note else {})}
+        run.update(lambda r: r.setdefault("report_jobs", []).append(entry))
+        return entry
 
     def task_states(self, run: Run, record: Mapping[str, Any]) -> dict[str, list[TaskState]]:
         queue = _scontrol_records()
@@ -324,9 +378,13 @@ class SlurmExecutor(Executor):
                 slurm = slurm_task_state(found, task, job_id)
                 break
         state = _merged_state(task, job_id, status, slurm)
+        used = None
         if state.state in (FAILED, CANCELLED) and state.reason != NOT_STARTED:
-            state = _cause_from_log(state, task_log_path(job, task))
-        return _with_limits(state, submission.get("resources") or job["spec"]["resources"])
+            state, used = _cause_from_log(state, read_log_tail(task_log_path(job, task), LOG_TAIL))
+        if used is None and status:
+            used = TaskUsage.from_status(status).peak_rss_bytes
+        return _with_limits(state, submission.get("resources") or job["spec"]["resources"],
+                            used)
 
     def cancel(self, run: Run, record: Mapping[str, Any], jobs: Sequence[str]) -> list[str]:
         """scancel the latest submission of each job that still has PENDING/RUNNING tasks."""
@@ -383,26 +441,37 @@ def log_cause(text: str) -> str | None:
     return None
 
 
-def _cause_from_log(state: TaskState, log: Path | None) -> TaskState:
-    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it."""
-    if log is None:
-        return state
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - LOG_TAIL))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return state
+def first_failed_node(text: str) -> str | None:
+    """`node n2 task 1 Killed (srun)` from srun's first task failure in the current attempt
+    (see module docstring), None without one."""
+    found = _SRUN_TASK_FAILED.search(text, max(0, text.rfind(_ATTEMPT_START)))
+    return f"node {found[1]} task {found[2]} {found[3].strip()} (srun)" if found else None
+
+
+def _cause_from_log(state: TaskState, text: str | None) -> tuple[TaskState, int | None]:
+    """A FAILED or CANCELLED task whose log tail names a more specific cause takes it, with
+    the memory SLURM measured when it killed the task for memory (else None); a FAILED one
+    still without such a cause adds the node that failed first, if any."""
+    if text is None:
+        return state, None
     cause = log_cause(text)
-    if cause is None:
-        return state
-    return replace(state, state=cause, reason=_END_REASONS[cause])
+    if cause is not None:
+        measured = _MEMORY_MEASURED.findall(text) if cause == "OUT_OF_MEMORY" else []
+        used = max(int(value) for value in measured) if measured else None
+        return replace(state, state=cause, reason=_END_REASONS[cause]), used
+    node = first_failed_node(text) if state.state == FAILED else None
+    if node is None:
+        return state, None
+    return replace(state, reason=f"{state.reason}; first failure: {node}" if state.reason
+                   else f"first failure: {node}"), None
 
 
-def _with_limits(state: TaskState, resources: Mapping[str, Any]) -> TaskState:
-    """"out of memory" and "time limit" name the limit the task ran with."""
+def _with_limits(state: TaskState, resources: Mapping[str, Any],
+                 used: int | None = None) -> TaskState:
+    """"out of memory" (with the memory `used`, when known) and "time limit" name the limit
+    the task ran with."""
     if state.state == "OUT_OF_MEMORY":
-        return replace(state, reason=f"out of memory (--mem={resources['mem']})")
+        return replace(state, reason=memory_reason(resources["mem"], used))
     if state.state == "TIMEOUT":
         return replace(state, reason=f"time limit ({resources['time']})")
     return state
@@ -454,6 +523,19 @@ def _sbatch(argv: list[str]) -> str:
         return parse_sbatch_id(result.stdout)
     except UsageError as exc:
         raise SbatchUnclear(f"{exc} for {argv[-1]}", rejected=False) from exc
+
+
+def queue(argv: list[str], token: str) -> tuple[str, str | None]:
+    """Run sbatch `argv`, which carries `--comment=TOKEN`: (job id, None), or, when sbatch's
+    answer was unclear but SLURM's queue holds a job with that comment, (its id, a note
+    saying so). Raises the SbatchUnclear when no such job is queued."""
+    try:
+        return _sbatch(argv), None
+    except SbatchUnclear as exc:
+        found = job_by_comment(token)
+        if found is None:
+            raise
+        return found, f"{exc}; found the job by its comment {token}"
 
 
 def job_by_comment(token: str) -> str | None:

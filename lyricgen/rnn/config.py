@@ -24,7 +24,7 @@ class TrainConfig:
     arch: str
     level: str
     epochs: int
-    hidden_size: int
+    hidden_size: int | None  # None: lyricgen.rnn.autoshape (resolved by the Trainer)
     embedding_dim: int
     num_layers: int
     dropout: float
@@ -36,7 +36,7 @@ class TrainConfig:
     weight_decay: float
     adam_beta2: float
     grad_clip: float
-    batch_size: int
+    batch_size: int | None
     seq_len: int
     shuffle_songs: bool
     min_count: int

@@ -46,6 +46,7 @@ the resumed run stays identical), outputs are written and `run` raises Preempted
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import sys
@@ -66,6 +67,16 @@ from lyricgen.params import check_world_size
 from lyricgen.plots import save_curves
 from lyricgen.precision import compute_dtype, short_name
 from lyricgen.preempt import Preempted, StopSignals
+from lyricgen.rnn import autoshape
+from lyricgen.rnn.autoshape import (
+    CPU_BATCH,
+    DEFAULT_BATCH,
+    DEFAULT_HIDDEN,
+    GPU_BATCH,
+    candidates,
+    choose,
+    probe,
+)
 from lyricgen.rnn.checkpoint import (
     BEST,
     CHECKPOINT_DIR,
@@ -156,6 +167,8 @@ class Trainer:
         self.vocab = (Vocab.from_dict(resume["vocab"]) if resume else
                       Vocab.build(self.train_text, config.level, config.min_count,
                                   config.marker, config.lowercase))
+        self.requested = config
+        self.config = config = self._resolve_shape(resume)
         self.batches = self._make_batches()
         torch.manual_seed(config.seed)
         self.model_config = ModelConfig(
@@ -187,6 +200,49 @@ class Trainer:
 
     # --- setup -------------------------------------------------------------------------------
 
+    def _resolve_shape(self, resume: dict[str, Any] | None) -> TrainConfig:
+        """The params with hidden_size / batch_size filled in: from the checkpoint when
+        resuming, else by lyricgen.rnn.autoshape when left null under a char-level budget,
+        else the recipe's shape. Sets self.auto_shape (None or what the probe chose)."""
+        config, self.auto_shape = self.config, None
+        if resume is not None:
+            resolved = resume.get("resolved", resume["params"])
+            self.auto_shape = resume.get("auto_shape")
+            self.precision = resume.get("precision", self.precision)
+            return dataclasses.replace(config, hidden_size=resolved["hidden_size"],
+                                       batch_size=resolved["batch_size"])
+        if config.hidden_size is not None and config.batch_size is not None:
+            return config
+        if config.max_minutes is None or config.level != "char":
+            return dataclasses.replace(config, hidden_size=config.hidden_size or DEFAULT_HIDDEN,
+                                       batch_size=config.batch_size or DEFAULT_BATCH)
+        choice = self._probe_shape(config)
+        self.auto_shape, self.precision = choice, choice["precision"]
+        if self.is_main:
+            print(f"train-rnn: auto shape: {choice['reason']}", file=sys.stderr, flush=True)
+        return dataclasses.replace(config, hidden_size=choice["hidden_size"],
+                                   batch_size=choice["batch_size"])
+
+    def _probe_shape(self, config: TrainConfig) -> dict[str, Any]:
+        """Rank 0 probes and chooses; every process takes its choice."""
+        choice = None
+        if self.is_main:
+            precisions = [self.precision]
+            if config.precision == "auto" and self.precision != "fp32":
+                precisions.append("fp32")  # does the low precision really pay here?
+            shapes = [shape for shape in candidates(self.device, precisions,
+                                                    self.dist.world_size)
+                      if config.hidden_size in (None, shape.hidden)
+                      and config.batch_size in (None, shape.batch)]
+            if config.hidden_size is not None and not shapes:  # an explicit unusual size
+                shapes = [autoshape.Shape(config.hidden_size, b, p) for p in precisions
+                          for b in (CPU_BATCH if self.device.type == "cpu" else GPU_BATCH)]
+            measured = probe(shapes, len(self.vocab), config.embedding_dim, config.seq_len,
+                             self.device, self._autocast_for)
+            choice = choose(measured, config.max_minutes * 60.0,
+                            self.dist.world_size).to_dict()
+        return dist.all_gather_object(choice, self.dist)[0]
+
     def _load_resume_point(self) -> dict[str, Any] | None:
         if self.is_main:
             remove_stale_temp_files(self.ckpt_dir)  # a kill during a save leaves these
@@ -196,7 +252,7 @@ class Trainer:
             return None
         path, payload = found
         self.resume_path = path
-        old, new = payload["params"], self.config.to_dict()
+        old, new = payload["params"], self.config.to_dict()  # as asked, before any probe
         for key in sorted(set(old) | set(new)):
             if key not in RESUME_FREE and old.get(key) != new.get(key):
                 raise LyricgenInputError(
@@ -272,7 +328,9 @@ class Trainer:
         gathered = dist.all_gather_object((hidden_to(state.hidden, "cpu"), rng), self.dist)
         return {
             "format": FORMAT, "model_config": self.model_config.to_dict(),
-            "vocab": self.vocab.to_dict(), "params": self.config.to_dict(),
+            "vocab": self.vocab.to_dict(), "params": self.requested.to_dict(),
+            "resolved": self.config.to_dict(), "auto_shape": self.auto_shape,
+            "precision": self.precision,
             "model_state": self.model.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
             "scaler_state": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -319,10 +377,13 @@ class Trainer:
         return None
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "fp32":
+        return self._autocast_for(self.precision)
+
+    def _autocast_for(self, precision: str) -> contextlib.AbstractContextManager[Any]:
+        if precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=compute_dtype(
-            self.precision, self.device.type, cpu_auto_bf16=True))
+            precision, self.device.type, cpu_auto_bf16=True))
 
     def _train_step(self, forward: torch.nn.Module, inputs: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:
@@ -472,7 +533,7 @@ class Trainer:
             "threads": torch.get_num_threads(),
             "threads_reason": threads.applied().get("reason", "set by the caller"),
             "world_size": self.dist.world_size,
-            "params": self.config.to_dict(),
+            "params": self.config.to_dict(), "auto_shape": self.auto_shape,
         }
         atomic_write_json(self.out_dir / "metrics.json", metrics)
         self._plot(rows)

@@ -42,9 +42,35 @@ TASK=0
 
 STATUS_DIR="$JOB_DIR/status"
 mkdir -p "$STATUS_DIR"
+# A requeued attempt's own record moves to status/history/ first (jobs/taskstatus.py).
+if [[ -f "$STATUS_DIR/$TASK.json" && "$(<"$STATUS_DIR/$TASK.json")" == *'"state": "REQUEUED"'* ]]; then
+  attempt=1
+  while [[ -e "$STATUS_DIR/history/$TASK.$attempt.json" ]]; do attempt=$((attempt + 1)); done
+  mkdir -p "$STATUS_DIR/history"
+  mv -f "$STATUS_DIR/$TASK.json" "$STATUS_DIR/history/$TASK.$attempt.json"
+fi
+now_us() {  # microseconds since the epoch (bash 5's EPOCHREALTIME; whole seconds before)
+  local now="${EPOCHREALTIME:-}"
+  if [[ -n "$now" ]]; then printf '%s' "${now//[!0-9]/}"; else printf '%(%s)T000000' -1; fi
+}
 printf -v STARTED '%(%s)T' -1
+STARTED_US=$(now_us)
 CHILD=""
 FINAL=0
+
+# Resources used (jobs/taskstatus.py): bash `times` gives the CPU time of the waited-for
+# process tree; jobs/accounting.py, when the node has a python3, runs the command and records
+# its peak memory in USAGE_FILE; lyricgen writes each process's CUDA peak to
+# $LYRICGEN_GPU_PEAK_FILE.<rank> (lyricgen/gpu_usage.py).
+USAGE_FILE="$STATUS_DIR/.usage.$TASK"
+export LYRICGEN_GPU_PEAK_FILE="$STATUS_DIR/.gpu-peak.$TASK"
+export APPTAINERENV_LYRICGEN_GPU_PEAK_FILE="$LYRICGEN_GPU_PEAK_FILE"
+rm -f "$USAGE_FILE" "$LYRICGEN_GPU_PEAK_FILE".*
+ACCOUNTING_SCRIPT=/home/ana/lyricgen/jobs/accounting.py
+ACCOUNTING=()
+if PYTHON3=$(command -v python3) && [[ -f "$ACCOUNTING_SCRIPT" ]]; then
+  ACCOUNTING=("$PYTHON3" -I -S "$ACCOUNTING_SCRIPT" "$USAGE_FILE" --)
+fi
 
 json_int() {  # the argument if it is a non-negative integer, else null
   if [[ "$1" =~ ^[0-9]+$ ]]; then printf '%s' "$1"; else printf 'null'; fi
@@ -56,12 +82,50 @@ json_text() {  # the argument as a JSON string of safe characters only (others d
   if [[ -n "$text" ]]; then printf '"%s"' "$text"; else printf 'null'; fi
 }
 
+json_seconds() {  # MILLISECONDS (a non-negative integer) as a JSON number of seconds
+  printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000))
+}
+
+# usage_values: set the usage keys of write_status (its locals, by dynamic scope) for this
+# attempt so far. Every command here must succeed: it runs in the EXIT trap under set -e.
+usage_values() {
+  local key value user="" sys="" part="^([0-9]+)m([0-9]+)[.,]([0-9]{3})s$"
+  wall_s=$(json_seconds $(( ($(now_us) - STARTED_US) / 1000 )))
+  times >"$STATUS_DIR/.times.$TASK" || true  # a builtin: $(times) would see a new subshell
+  { read -r _ && read -r user sys; } <"$STATUS_DIR/.times.$TASK" || true
+  rm -f "$STATUS_DIR/.times.$TASK"
+  if [[ "$user" =~ $part ]]; then
+    cpu_user_s=$(json_seconds $(( (10#${BASH_REMATCH[1]} * 60 + 10#${BASH_REMATCH[2]}) * 1000 + 10#${BASH_REMATCH[3]} )))
+  fi
+  if [[ "$sys" =~ $part ]]; then
+    cpu_sys_s=$(json_seconds $(( (10#${BASH_REMATCH[1]} * 60 + 10#${BASH_REMATCH[2]}) * 1000 + 10#${BASH_REMATCH[3]} )))
+  fi
+  if [[ -f "$USAGE_FILE" ]]; then
+    while read -r key value; do
+      case "$key" in
+        peak_rss_bytes) peak_rss_bytes=$(json_int "$value") ;;
+        peak_rss_source)
+          if [[ "$value" =~ ^(cgroup-v2|cgroup-v1|rusage)$ ]]; then peak_rss_source="\"$value\""; fi ;;
+      esac
+    done <"$USAGE_FILE" || true
+  fi
+  for key in "$LYRICGEN_GPU_PEAK_FILE".*; do
+    value=""
+    if [[ -f "$key" ]]; then read -r value <"$key" || true; fi
+    if [[ "$value" =~ ^[0-9]+$ ]] && [[ "$gpu_peak_bytes" == null || "$value" -gt "$gpu_peak_bytes" ]]; then
+      gpu_peak_bytes="$value"
+    fi
+  done
+}
+
 # write_status STATE EXIT_CODE SIGNAL [REASON]: atomically replace status/$TASK.json. One
 # local variable per key of the schema (jobs/taskstatus.py) holds that key's JSON value.
 # shellcheck disable=SC2034  # the values are read through ${!key}
 write_status() {
-  local schema=2 task="$TASK" state="\"$1\"" exit_code signal=null reason requeues \
-    host=null slurm_job_id slurm_array_job_id pid="$$" started="$STARTED" finished=null
+  local schema=3 task="$TASK" state="\"$1\"" exit_code signal=null reason requeues \
+    host=null slurm_job_id slurm_array_job_id pid="$$" started="$STARTED" finished=null \
+    wall_s=null cpu_user_s=null cpu_sys_s=null peak_rss_bytes=null peak_rss_source=null \
+    gpu_peak_bytes=null
   local key json="" tmp="$STATUS_DIR/.$TASK.json.$$"
   exit_code=$(json_int "$2")
   if [[ -n "$3" ]]; then signal="\"$3\""; fi
@@ -70,12 +134,16 @@ write_status() {
   if [[ "${HOSTNAME:-}" =~ ^[A-Za-z0-9._-]+$ ]]; then host="\"$HOSTNAME\""; fi
   slurm_job_id=$(json_int "${SLURM_JOB_ID:-}")
   slurm_array_job_id=$(json_int "${SLURM_ARRAY_JOB_ID:-}")
-  if [[ "$1" != RUNNING ]]; then printf -v finished '%(%s)T' -1; fi
-  for key in schema task state exit_code signal reason requeues host slurm_job_id slurm_array_job_id pid started finished; do
+  if [[ "$1" != RUNNING ]]; then
+    printf -v finished '%(%s)T' -1
+    usage_values
+  fi
+  for key in schema task state exit_code signal reason requeues host slurm_job_id slurm_array_job_id pid started finished wall_s cpu_user_s cpu_sys_s peak_rss_bytes peak_rss_source gpu_peak_bytes; do
     json+="${json:+, }\"$key\": ${!key}"
   done
   printf '%s\n' "{$json}" >"$tmp"
   mv -f "$tmp" "$STATUS_DIR/$TASK.json"
+  if [[ "$1" != RUNNING ]]; then rm -f "$USAGE_FILE" "$LYRICGEN_GPU_PEAK_FILE".*; fi
 }
 
 on_exit() {
@@ -145,19 +213,70 @@ trap 'on_signal INT' INT
 trap on_warning USR1
 write_status RUNNING "" ""
 
-# 2 nodes: srun starts one torchrun per node. They meet at the first node
-# of the allocation, on port 20000 + job id mod 10000 (no clash on a shared node unless two
-# job ids differ by a multiple of 10000).
+# 2 nodes: srun starts one torchrun per node (jobs/runtime.py). They meet at this
+# node (SLURM runs the batch script on the allocation's first node), at its ADDRESS: node
+# names are never looked up, as they often do not resolve. Port 20000 + job id mod 10000 (no
+# clash on a shared node unless two job ids differ by a multiple of 10000).
 if [[ "${SLURM_JOB_NUM_NODES:-}" != 2 ]]; then
   echo "job.sh: job finetune needs an sbatch allocation of 2 nodes (jobctl submit with an executor: slurm profile); plain bash runs one machine only" >&2
   exit 2
 fi
-mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
-if [[ -z "${nodes[0]:-}" ]]; then
-  echo "job.sh: scontrol show hostnames gave no node for '$SLURM_JOB_NODELIST'" >&2
-  exit 1
-fi
-RDZV_ENDPOINT="${nodes[0]}:$((20000 + SLURM_JOB_ID % 10000))"
+
+# node_address: the address other nodes reach this node at, on stdout: its NodeAddr in SLURM
+# (scontrol show node), resolved when it is a name. Else one line on stderr, status 1.
+node_address() {
+  local record addr found
+  if ! record=$(scontrol -o show node "${SLURMD_NODENAME:-}" 2>&1) ||
+    [[ ! "$record" =~ (^|[[:space:]])NodeAddr=([^[:space:]]+) ]]; then
+    echo "job.sh: node ${SLURMD_NODENAME:-?}: no address for the torch rendezvous: scontrol show node gave no NodeAddr (${record//$'\n'/ }); set network_interface in the profile" >&2
+    return 1
+  fi
+  addr="${BASH_REMATCH[2]}"
+  if [[ "$addr" =~ ^[0-9.]+$ || "$addr" == *:* ]]; then
+    printf '%s\n' "$addr"
+    return 0
+  fi
+  found=$(getent hosts "$addr" | awk 'NR == 1 {print $1}')
+  if [[ -z "$found" ]]; then
+    echo "job.sh: node ${SLURMD_NODENAME:-?}: no address for the torch rendezvous: its NodeAddr '$addr' (scontrol show node) does not resolve; set network_interface in the profile to use an interface's address" >&2
+    return 1
+  fi
+  printf '%s\n' "$found"
+}
+
+# address_interface ADDRESS: the name of the interface that holds ADDRESS, if any.
+address_interface() {
+  ip -o addr show 2>/dev/null | awk -v addr="$1" '{split($4, a, "/"); if (a[1] == addr) {sub(/@.*/, "", $2); print $2; found = 1; exit}} END {exit !found}'
+}
+
+# node_env COMMAND...: run by srun on every node: this node's torchrun settings (its
+# --local-addr, and is_host true on this batch node only), gloo's interface unless set,
+# then exec COMMAND.
+node_env() {
+  local addr iface is_host=false
+  addr=$(node_address) || exit 1
+  if [[ "${SLURMD_NODENAME:-}" == "$RDZV_NODE" ]]; then is_host=true; fi
+  export PET_LOCAL_ADDR="$addr" PET_RDZV_CONF="is_host=$is_host"
+  if [[ -z "${GLOO_SOCKET_IFNAME:-}" ]] && iface=$(address_interface "$addr"); then
+    export GLOO_SOCKET_IFNAME="$iface"
+  fi
+  # srun copied this batch node's APPTAINERENV_* here: forward this node's own values.
+  for name in PET_LOCAL_ADDR PET_RDZV_CONF GLOO_SOCKET_IFNAME CUDA_VISIBLE_DEVICES; do
+    if [[ -n "${!name+set}" ]]; then
+      export "APPTAINERENV_${name}=${!name}"
+    else
+      unset "APPTAINERENV_${name}"
+    fi
+  done
+  exec "$@"
+}
+export -f node_address address_interface node_env
+export RDZV_NODE="${SLURMD_NODENAME:-}"
+RDZV_HOST=$(node_address) || exit 1
+if [[ "$RDZV_HOST" == *:* ]]; then RDZV_HOST="[$RDZV_HOST]"; fi
+RDZV_PORT=$((20000 + SLURM_JOB_ID % 10000))
+RDZV_ENDPOINT="$RDZV_HOST:$RDZV_PORT"
+echo "job.sh: rendezvous at $RDZV_HOST:$RDZV_PORT (node $RDZV_NODE) for nodes ${SLURM_JOB_NODELIST:-?}" >&2
 
 cd /home/ana/lyricgen
 # shellcheck disable=SC2016  # single-quoted on purpose: a literal value
@@ -169,7 +288,7 @@ cmd=(
   --kill-on-bad-exit=1
   bash
   -c
-  'if [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then export APPTAINERENV_CUDA_VISIBLE_DEVICES="$CUDA_VISIBLE_DEVICES"; else unset APPTAINERENV_CUDA_VISIBLE_DEVICES; fi; exec "$@"'
+  'node_env "$@"'
   node-env
   apptainer
   exec
@@ -204,6 +323,6 @@ cmd=(
 )
 # In the background so that the signal traps run while lyricgen works; `wait` returns its
 # exit status, and set -e hands a failure to the EXIT trap.
-"${cmd[@]}" --task "$TASK" &
+"${ACCOUNTING[@]}" "${cmd[@]}" --task "$TASK" &
 CHILD=$!
 wait "$CHILD"

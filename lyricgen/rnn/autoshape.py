@@ -1,0 +1,186 @@
+"""train-rnn picks its model and batch shape for the machine it lands on (hidden_size and
+batch_size left null, a `max_minutes` budget, char level).
+
+1. Probe (`probe`): a few real training steps (forward, backward, fused AdamW, the run's
+   precision) of each candidate shape on this device, on random tokens of the run's vocabulary
+   size: tokens per second. 10-30 s on a 2-core CPU; cached per machine in
+   $LYRICGEN_CACHE (default ~/.cache/lyricgen)/probe-<key>.json, the key naming the CPU (model
+   and flags) or GPU, torch, threads, vocabulary size, window and candidates. Pitfall: other
+   processes slow the probe as much as the run; a probe taken while the load average exceeds
+   the usable cores is used for that run but not cached (delete the file to measure again).
+2. Rule (`choose`, deterministic given the probe):
+   - batch: per (hidden, precision), the smallest candidate batch within BATCH_SLACK of the
+     fastest one: a bigger batch learns less per token (measured: batch 32 was 0.02-0.03 bpc
+     behind batch 16 at every epoch of a 10-minute run), so it must pay in speed (on a GPU it
+     does: batch 16 leaves it idle);
+   - hidden size: the one whose budget buys closest to TOKENS_PER_PARAM training tokens per
+     model parameter (log scale): on the DISCO char task with 10 CPU minutes, LSTM 384 at
+     37 tokens/parameter (bf16, 50 k tokens/s) beat 320 at 68 (1.864 vs 1.833 valid bpc) and
+     512 at 11 (behind at every epoch); the README's ablation table has the runs;
+   - precision: the faster of the candidates' at the chosen shape (when `precision: auto`).
+3. The choice and the probe's numbers go to the log and metrics.json (`auto_shape`); the
+   checkpoint stores the resolved params, so evaluate, generate and resume never probe again.
+
+Without a budget the recipe's shape is used (DEFAULT_HIDDEN, DEFAULT_BATCH), and so at word
+level, where the parameters sit in the embedding and the rule was not fitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lyricgen.io import atomic_write_json
+from lyricgen.rnn.model import ModelConfig, RnnLM, count_parameters
+
+DEFAULT_HIDDEN, DEFAULT_BATCH = 384, 16
+TOKENS_PER_PARAM = 37.0
+BATCH_SLACK = 0.8  # a bigger batch is taken only when the smaller ones are < 80 % as fast
+BUDGET_EFFICIENCY = 0.92  # share of the wall clock that trains (validation, checkpoints)
+CPU_HIDDEN, CPU_BATCH = (256, 384, 512), (16, 32)
+GPU_HIDDEN, GPU_BATCH = (512, 768, 1024), (32, 64, 128, 256)
+WARMUP_STEPS, TIMED_STEPS = 2, 4
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    batch: int
+    precision: str
+
+
+@dataclass(frozen=True)
+class Measured:
+    shape: Shape
+    tokens_per_s: float
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Choice:
+    shape: Shape
+    reason: str
+    table: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hidden_size": self.shape.hidden, "batch_size": self.shape.batch,
+                "precision": self.shape.precision, "reason": self.reason, "probe": self.table}
+
+
+def candidates(device: torch.device, precisions: Iterable[str], world_size: int
+               ) -> list[Shape]:
+    """The shapes the probe measures on `device` (batches that split over the processes)."""
+    hidden, batch = (GPU_HIDDEN, GPU_BATCH) if device.type == "cuda" else (CPU_HIDDEN, CPU_BATCH)
+    return [Shape(h, b, p) for p in precisions for h in hidden for b in batch
+            if b % world_size == 0]
+
+
+def choose(measured: list[Measured], budget_s: float, world_size: int = 1) -> Choice:
+    """The shape the rule above picks from probe results (tokens/s of one process)."""
+    best_batch: dict[tuple[int, str], Measured] = {}
+    for key in {(m.shape.hidden, m.shape.precision) for m in measured}:
+        group = sorted((m for m in measured if (m.shape.hidden, m.shape.precision) == key),
+                       key=lambda m: m.shape.batch)
+        fastest = max(m.tokens_per_s for m in group)
+        best_batch[key] = next(m for m in group if m.tokens_per_s >= BATCH_SLACK * fastest)
+
+    def tokens(m: Measured) -> float:
+        return m.tokens_per_s * world_size * budget_s * BUDGET_EFFICIENCY
+
+    def distance(m: Measured) -> float:
+        return abs(math.log(tokens(m) / m.parameters / TOKENS_PER_PARAM))
+
+    by_hidden: dict[int, Measured] = {}
+    for m in sorted(best_batch.values(), key=lambda m: m.tokens_per_s):
+        by_hidden[m.shape.hidden] = m  # the faster precision of each hidden size wins
+    pick = min(by_hidden.values(), key=lambda m: (distance(m), -m.tokens_per_s))
+    reason = (f"hidden {pick.shape.hidden}, batch {pick.shape.batch}, {pick.shape.precision}: "
+              f"{pick.tokens_per_s:,.0f} tokens/s x {world_size} process(es) buys "
+              f"{tokens(pick) / 1e6:.1f} M tokens in {budget_s / 60:g} min = "
+              f"{tokens(pick) / pick.parameters:.0f} per parameter (target {TOKENS_PER_PARAM:g})")
+    table = [{**asdict(m.shape), "tokens_per_s": round(m.tokens_per_s, 1),
+              "parameters": m.parameters,
+              "tokens_per_parameter": round(tokens(m) / m.parameters, 1)} for m in measured]
+    return Choice(pick.shape, reason, table)
+
+
+def probe(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int,
+          device: torch.device, autocast: Callable[[str], Any]) -> list[Measured]:
+    """Tokens/s of a few real training steps of each shape (LSTM, the run's embedding and
+    window), cached per machine (module docstring). `autocast(precision)` is the context
+    the trainer computes in."""
+    key = _cache_key(shapes, vocab_size, embedding_dim, seq_len, device)
+    path = Path(os.environ.get("LYRICGEN_CACHE", Path.home() / ".cache" / "lyricgen")) / \
+        f"probe-{key}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        return [Measured(Shape(**row["shape"]), row["tokens_per_s"], row["parameters"])
+                for row in cached]
+    busy = os.getloadavg()[0] > len(os.sched_getaffinity(0))
+    results = [_measure(shape, vocab_size, embedding_dim, seq_len, device, autocast)
+               for shape in shapes]
+    if not (busy or os.getloadavg()[0] > len(os.sched_getaffinity(0))):
+        atomic_write_json(path, [asdict(m) for m in results])
+    return results
+
+
+def _measure(shape: Shape, vocab_size: int, embedding_dim: int, seq_len: int,
+             device: torch.device, autocast: Callable[[str], Any]) -> Measured:
+    generator = torch.Generator().manual_seed(0)
+    model = RnnLM(ModelConfig("lstm", vocab_size, embedding_dim, shape.hidden)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3,
+                                  fused=device.type in ("cpu", "cuda"))
+    data = torch.randint(vocab_size, (shape.batch, seq_len + 1), generator=generator)
+    inputs, targets = data[:, :-1].to(device), data[:, 1:].to(device)
+    started = 0.0
+    for step in range(WARMUP_STEPS + TIMED_STEPS):
+        if step == WARMUP_STEPS:
+            _sync(device)
+            started = time.perf_counter()
+        with autocast(shape.precision):
+            logits, _ = model(inputs)
+            loss = F.cross_entropy(logits.reshape(-1, vocab_size).float(), targets.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return Measured(shape, shape.batch * seq_len * TIMED_STEPS / seconds,
+                    count_parameters(model))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cache_key(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int,
+               device: torch.device) -> str:
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = _cpu_description()
+    text = json.dumps([hardware, torch.__version__, torch.get_num_threads(), vocab_size,
+                       embedding_dim, seq_len, [asdict(s) for s in shapes]])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cpu_description() -> str:
+    """The CPU's model name and flags (two machines of one kind may differ: ml-stack notes)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8").split("\n\n")[0]
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags")
+    return "|".join(line for line in info.splitlines() if line.split(":")[0].strip() in wanted)
