@@ -19,7 +19,7 @@ SMOLLM2_DIR ?= models/smollm2-135m
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup demo test test-fast lint slurm-up slurm-down slurm-status \
+.PHONY: help setup demo demo-llama test test-fast lint slurm-up slurm-down slurm-status \
         apptainer scrape clean train-rnn finetune-llama generate-grid smollm2 distclean
 
 help: ## show this help
@@ -42,6 +42,9 @@ apptainer: ## install Apptainer on Debian 12 as root (scripts/install-apptainer.
 
 demo: setup ## run the demo pipeline locally: sample corpus -> clean -> train -> grid -> report
 	$(BIN)/jobctl run manifests/demo.yaml
+
+demo-llama: smollm2 ## SmolLM2 fine-tuned 4 minutes on CPU, grids of base and adapter -> run report
+	$(BIN)/jobctl run manifests/demo-llama.yaml
 	@$(BIN)/python scripts/print_report_path.py
 
 test: setup ## run the test suite (SLURM e2e tests need `make slurm-up` first)

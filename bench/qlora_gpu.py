@@ -129,15 +129,12 @@ def run_ours(model: Any, precision: Any, data: list[dict[str, torch.Tensor]],
              warmup: int) -> dict[str, Any]:
     """lyricgen's step on a fresh LoRA; measurements, and the PeftModel under "peft_model"."""
     from peft import LoraConfig, get_peft_model
-    from transformers import get_linear_schedule_with_warmup
-
     device = torch.device(precision.device)
     torch.manual_seed(42)
     peft_model = get_peft_model(model, LoraConfig(**LORA))
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(data))
     scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
 
     def autocast() -> contextlib.AbstractContextManager[Any]:
@@ -151,7 +148,8 @@ def run_ours(model: Any, precision: Any, data: list[dict[str, torch.Tensor]],
         moved = {k: v.to(device) for k, v in batch.items()}
         targets = int((moved["labels"][:, 1:] != -100).sum())
         loss_sum, _ = train_step(peft_model, [moved], scale=1.0 / targets, params=params,
-                                 optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                 optimizer=optimizer, lr=LR * (1 - number / len(data)),
+                                 scaler=scaler,
                                  autocast=autocast, max_grad_norm=1.0)
         losses.append(float(loss_sum) / targets)
     sync(device)

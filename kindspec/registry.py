@@ -262,13 +262,20 @@ FINETUNE_LLAMA = Kind(
         "epochs": _p("int", 1, "passes over the train data (unless max_steps)", min=1),
         "max_steps": _p("int", None, "optimizer steps; null: epochs decide", nullable=True,
                         min=1),
+        "max_minutes": _p("float", None, "wall-clock budget (loading included): the LR decay "
+                                         "follows the clock and the run stops, evaluates and "
+                                         "saves when it is spent; null: steps decide",
+                          nullable=True, min=0, min_open=True),
         "batch_size": _p("int", 4, "examples per micro-batch per process", min=1),
         "grad_accum": _p("int", 4, "micro-batches per optimizer step", min=1),
         "block_size": _p("int", 512, "tokens per example", min=2),
-        "lr": _p("float", 2.0e-4, "peak AdamW learning rate (linear warmup and decay)", min=0),
+        "lr": _p("float", 2.0e-4, "peak AdamW learning rate (linear warmup, linear decay to 0 "
+                                  "over the steps or max_minutes)", min=0),
         "warmup_steps": _p("int", 0, "linear warmup steps", min=0),
         "max_grad_norm": _p("float", 1.0, "gradient clipping norm", min=0),
-        "dropout": _p("float", 0.05, "LoRA dropout", min=0, max=0.99),
+        "dropout": _p("float", None, "LoRA dropout; null: 0.05 on CUDA, 0 on CPU (its "
+                                     "per-element masks cost a CPU step 10-40 %)",
+                      nullable=True, min=0, max=0.99),
         "lora_r": _p("int", 16, "LoRA rank", min=1),
         "lora_alpha": _p("int", 32, "LoRA alpha (scale alpha / r)", min=1),
         "target_modules": _p("str_list", ["all-linear"],
@@ -280,7 +287,8 @@ FINETUNE_LLAMA = Kind(
         "load_in_4bit": _p("bool", None, "NF4 4-bit base (QLoRA); null: on CUDA yes, CPU no",
                            nullable=True),
         "dtype": _p("str", "auto", "compute / unquantized weights dtype; auto: bf16 on CUDA "
-                                   "(fp16 without bf16 support), fp32 on CPU",
+                                   "(fp16 without bf16 support), on CPU bf16 where the cores "
+                                   "have bf16 instructions (AVX512-BF16, AMX), else fp32",
                     choices=("auto", "float32", "bfloat16", "float16")),
         "eval_every": _p("int", 100, "valid loss every N optimizer steps (and at the end)",
                          min=1),
@@ -288,7 +296,9 @@ FINETUNE_LLAMA = Kind(
                          min=1),
         "keep_checkpoints": _p("int", 2, "newest checkpoints kept (at least 2, so a torn newest "
                                          "one has a fallback)", min=2),
-        "gradient_checkpointing": _p("bool", True, "recompute activations (less memory)"),
+        "gradient_checkpointing": _p("bool", None, "recompute activations (less memory, "
+                                                   "about 1/3 more compute); null: on CUDA "
+                                                   "yes, on CPU no", nullable=True),
         "seed": _p("int", 42, "LoRA init, data order and dropout seed", min=0),
         "device": _p("str", "auto", "auto: CUDA when available", choices=("auto", "cpu", "cuda")),
         "merge": _p("bool", False, "also write full merged weights to merged/"),

@@ -1,5 +1,6 @@
 """bench/qlora_gpu.py --tiny: the GPU benchmark's code path (random model built, saved, loaded
-4-bit through lyricgen.llama.load, our step vs HF Trainer) on a tiny config on CPU."""
+4-bit through lyricgen.llama.load, our step vs HF Trainer) on a tiny config on CPU; and
+bench/llama_lora_cpu.py (finetune-llama's CPU recipe vs peft + Trainer) on a tiny model dir."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ import torch
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "qlora_gpu.py"
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    """bench/qlora_gpu.py as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("qlora_gpu", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("qlora_gpu")
 
 
 def test_tiny_bench_compares_both_runs_and_prints_one_json_line(bench, tmp_path, capsys):
@@ -47,3 +52,29 @@ def test_flops_formula_at_the_8b_shape(bench):
     frozen = 8_030_261_248 - 128256 * 4096 - 65 * 4096
     flops = bench.flops_per_token(bench.LLAMA3_8B, lora_params=1000, seq=256)
     assert flops == 4 * frozen + 6 * 1000 + 12 * 32 * 4096 * 256
+
+
+def test_cpu_bench_runs_the_kinds_recipe_and_both_trainer_baselines(tmp_path, capsys,
+                                                                     monkeypatch):
+    from tiny_llama import build_tiny_llama
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the bench applies lyricgen.threads
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+
+    model = build_tiny_llama(tmp_path, poems=60)
+    assert load_bench("llama_lora_cpu").main([
+        "--model", str(model), "--steps", "3", "--warmup", "1", "--rounds", "1", "--seq", "32",
+        "--batch", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert "lyricgen" in next(line for line in out if line.startswith("metric"))
+    assert "recipe: LoRA dropout 0, gradient checkpointing off, eager attention" in \
+        report["ours"]["setup"]
+    assert report["trainer"]["setup"].startswith("fp32 weights; LoRA dropout 0.05")
+    assert "bf16 autocast" in report["trainer_bf16"]["setup"]
+    for name in ("ours", "trainer", "trainer_bf16"):
+        assert report[name]["tokens_per_s"] > 0
+        assert 5.0 < report[name]["first_loss"] < 8.0  # about ln(1000) for a fresh tiny model
+    assert report["ratio_vs_trainer"] == pytest.approx(
+        report["ours"]["tokens_per_s"] / report["trainer"]["tokens_per_s"], rel=0.01)
+    assert report["threads"] == 1

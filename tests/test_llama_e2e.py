@@ -18,13 +18,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tiny_llama import build_tiny_llama, disco_texts
 
+from lyricgen import schedule
 from lyricgen.__main__ import main as lyricgen_main
+from lyricgen.llama import finetune
+from lyricgen.llama.load import resolve_precision
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+CPU_POLICY = resolve_precision("cpu", cpu_auto_bf16=True)  # bf16 where the cores have it
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +101,9 @@ def valid_bpc_of(loss: float, tiny: Path, data: dict[str, Path]) -> float:
 
 def test_finetune_writes_adapter_metrics_and_the_loss_falls(trained, tiny, data):
     out, result = trained
-    assert result.stderr.count("precision: cpu float32 weights, LoRA fp32") == 1
+    assert result.stderr.count(CPU_POLICY.describe()) == 1
+    assert result.stderr.count("recipe: LoRA dropout 0.1, gradient checkpointing off, eager "
+                               "attention") == 1
     rows = history(out)
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert rows[-1]["loss"] < rows[0]["loss"] - 0.05
@@ -107,7 +113,8 @@ def test_finetune_writes_adapter_metrics_and_the_loss_falls(trained, tiny, data)
     assert rows[7]["valid_bpc"] == pytest.approx(valid_bpc_of(rows[7]["valid_loss"], tiny, data))
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["final_valid_bpc"] == rows[7]["valid_bpc"]
-    assert summary["precision"] == "precision: cpu float32 weights, LoRA fp32"
+    assert summary["precision"] == CPU_POLICY.describe()
+    assert summary["stop_reason"] == "max_steps" and summary["threads"] == 1
     assert summary["tokens"] == 8 * 4 * 63
     lines = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("step,epoch,loss") and lines[0].endswith(",valid_bpc")
@@ -177,6 +184,59 @@ def test_resume_with_other_training_params_is_refused(trained, tiny, data, tmp_p
     assert "checkpoint made with other settings (lr)" in capsys.readouterr().err
 
 
+@pytest.fixture
+def fake_clock(monkeypatch) -> list[float]:
+    """lyricgen.schedule's clock reads a value that only each optimizer step advances, by
+    10 s: budgeted runs become deterministic. Returns the one-element clock."""
+    now = [1000.0]
+    monkeypatch.setattr(schedule, "monotonic", lambda: now[0])
+    step = finetune.FinetuneRun._step
+
+    def ten_second_step(self, wrapped, index):
+        result = step(self, wrapped, index)
+        now[0] += 10.0
+        return result
+
+    monkeypatch.setattr(finetune.FinetuneRun, "_step", ten_second_step)
+    return now
+
+
+def test_max_minutes_stops_evaluates_saves_and_resumes_exactly(tiny, data, tmp_path, capsys,
+                                                               fake_clock):
+    """A 1-minute budget of 10-second steps: the LR decays with the clock and reaches 0 at
+    the budget, the run stops after step 6 of 20 with a final evaluation and checkpoint; a run
+    resumed from step 4 (elapsed 40 s) ends identically; a rerun finds the budget spent."""
+    params = params_for(tiny, data, max_steps=20, max_minutes=1.0, eval_every=100,
+                        save_every=4, merge=False)
+    whole = write_config(tmp_path / "whole", params)
+    lyricgen_main(["finetune-llama", "--config", str(whole)])
+    out = tmp_path / "whole" / "out"
+    rows = history(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2 * (1 - i / 6) for i in range(6)])
+    assert [r["step"] for r in rows if r["valid_loss"] is not None] == [6]
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert summary["stop_reason"] == "max_minutes" and summary["steps"] == 6
+    assert summary["total_steps"] == 20 and summary["elapsed_s"] == 60.0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == \
+        ["step-00000004", "step-00000006"]
+    assert "stopped after step 6 (max_minutes)" in capsys.readouterr().err
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+
+    resumed = write_config(tmp_path / "resumed", params)
+    shutil.copytree(out / "checkpoints" / "step-00000004",
+                    tmp_path / "resumed" / "out" / "checkpoints" / "step-00000004")
+    lyricgen_main(["finetune-llama", "--config", str(resumed)])
+    assert "(step 4)" in capsys.readouterr().err
+    assert history(tmp_path / "resumed" / "out") == rows
+    again = load_file(str(tmp_path / "resumed" / "out" / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(again[k], adapter[k]) for k in adapter)
+
+    lyricgen_main(["finetune-llama", "--config", str(whole)])  # the budget is spent
+    assert "stopped after step 6 (max_minutes)" in capsys.readouterr().err
+    assert history(out) == rows
+
+
 def _logits(model, tokenizer) -> torch.Tensor:
     batch = tokenizer(["Amor constante más allá de la muerte", "En tanto que de rosa"],
                       return_tensors="pt", padding=True)
@@ -240,7 +300,8 @@ def test_qlora_4bit_on_cpu_trains_and_merges_into_unquantized_weights(tiny, data
         eval_every=3, packing=False, block_size=256))
     lyricgen_main(["finetune-llama", "--config", str(config)])
     out = tmp_path / "qlora" / "out"
-    assert "precision: cpu NF4 4-bit, double quant, compute float32, LoRA fp32" \
+    dtype = str(CPU_POLICY.dtype).removeprefix("torch.")
+    assert f"precision: cpu NF4 4-bit, double quant, compute {dtype}, LoRA fp32" \
         in capsys.readouterr().err
     rows = history(out)
     assert len(rows) == 3 and all(0 < r["loss"] < 20 for r in rows)
@@ -266,9 +327,9 @@ def test_hub_id_or_missing_model_dir_exits_2_with_one_line(tiny, data, tmp_path,
 
 def test_torchrun_two_gloo_processes_match_one_process(tiny, data, tmp_path):
     """2 ranks x batch 2 and 1 rank x batch 4 (2 micro-batches each: DDP's no_sync path)
-    train on the same examples per step."""
+    train on the same examples per step (in fp32: bf16 sums in another order differ more)."""
     common = {"dropout": 0.0, "max_steps": 4, "grad_accum": 2, "eval_every": 2,
-              "save_every": 2}
+              "save_every": 2, "dtype": "float32"}
     single = write_config(tmp_path / "single", params_for(tiny, data, batch_size=4, **common))
     lyricgen_main(["finetune-llama", "--config", str(single)])
     double = write_config(tmp_path / "ddp", params_for(tiny, data, batch_size=2, **common))

@@ -17,8 +17,8 @@ from lyricgen.rnn.checkpoint import load_checkpoint
 from lyricgen.rnn.config import TrainConfig
 from lyricgen.rnn.data import TbpttBatches, split_songs
 from lyricgen.rnn.metrics import MetricsCsv
-from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.train import Trainer
+from lyricgen.schedule import LrSchedule, progress
 
 torch.set_num_threads(1)
 DISCO = Path(__file__).resolve().parents[1].parent / "shared/corpora/disco"

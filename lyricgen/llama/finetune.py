@@ -5,16 +5,27 @@ from the clean step's train_lyrics.jsonl / valid_lyrics.jsonl (lyricgen/llama/da
 Outputs in out/: adapter/ (LoRA weights, adapter_config.json, tokenizer, training_config.json
 with resolved params, precision and versions), merged/ when merge: true (full weights merged
 into an unquantized reload of the base, lyricgen/llama/merge.py), checkpoints/step-N/,
-metrics.csv, metrics.json and loss.png. The precision policy (lyricgen/llama/load.py) is logged
-as ONE line at start.
+metrics.csv, metrics.json and loss.png. The precision policy (lyricgen/llama/load.py: bf16 on
+CUDA and on CPUs with bf16 instructions) and the device-dependent recipe (lyricgen/llama/lora.py:
+dropout, gradient checkpointing, attention kernel) are logged as one line each at start.
+
+Schedule and budget (lyricgen.schedule, shared with train-rnn): linear warmup over
+warmup_steps, then linear decay to 0 following the steps (epochs or max_steps) or, with
+`max_minutes`, the wall clock (loading included), whichever is further along. When the budget is
+spent the run stops after the current step, evaluates, saves a checkpoint and writes the adapter
+(stop_reason "max_minutes" in metrics.json); run again, it finds the budget spent and only
+rewrites its outputs. The elapsed time is part of the checkpoint, so a resumed budgeted run
+goes on with the clock where it stopped.
 
 Why a short custom loop and not HF Trainer: resuming must reproduce the uninterrupted run's
 losses exactly, and a data-parallel run must train on the same examples as a single process.
 Here both hold by construction -- data order is a pure function of (seed, epoch), dropout
-noise is reseeded from (seed, step, rank) at every step, the loss of a step is the token sum
-over every micro-batch of every rank divided by the step's global target count -- so a
-checkpoint needs only adapter, optimizer, scheduler and scaler state, and 2 ranks x batch b
-equal 1 rank x batch 2b up to float summation order. With Trainer the same guarantees
+noise is reseeded from (seed, step, rank) at every step, the learning rate is a function of
+(step, elapsed time), the loss of a step is the token sum over every micro-batch of every rank
+divided by the step's global target count -- so a checkpoint needs only adapter, optimizer and
+scaler state and the elapsed seconds, and 2 ranks x batch b equal 1 rank x batch 2b up to
+float summation order. (With max_minutes the rate follows the clock, so two runs are as equal
+as their step times.) With Trainer the same guarantees
 depend on accelerate's sampler seeding, RNG-state files per rank, batch skipping on resume and
 per-device loss averaging, which are harder to see and to test. The step itself is
 lyricgen/llama/step.py (bench/qlora_gpu.py times it against HF Trainer). DDP is plain torch
@@ -28,7 +39,8 @@ params (params.resume_key) and world size is continued; a different one is an in
 
 Preemption (lyricgen.preempt): SIGUSR1 or SIGTERM during the loop (torchrun forwards them to
 every worker when job.sh starts it with --signals-to-handle) stops training after the current
-step on every rank (the ranks all-reduce the flag each step, so they stop at the same step),
+step on every rank (the ranks agree on the flag and the clock each step, so they stop at the
+same step),
 saves checkpoints/step-N/ and raises Preempted (exit 75); adapter/ is written only by a run
 that finishes.
 """
@@ -47,7 +59,7 @@ import torch
 from tqdm import tqdm
 
 from kindspec.provenance import package_versions
-from lyricgen import dist
+from lyricgen import dist, threads
 from lyricgen.context import RunContext
 from lyricgen.errors import LyricgenInputError
 from lyricgen.io import atomic_write_json, publish_dir, remove_stale_temp_files
@@ -59,9 +71,13 @@ from lyricgen.llama.load import (
     load_tokenizer,
     resolve_precision,
 )
+from lyricgen.llama.lora import lora_model, optimizer, resolve_recipe
 from lyricgen.llama.params import FinetuneParams
 from lyricgen.llama.step import token_loss_sum, train_step
 from lyricgen.preempt import Preempted, StopSignals
+from lyricgen.schedule import LrSchedule, RunClock
+
+PREEMPTED = "preempted"
 
 
 def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -74,7 +90,8 @@ def run(params: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             except LyricgenInputError as exc:
                 raise LyricgenInputError(f"params: {key}: {exc}") from exc
     info = dist.env_info()
-    precision = resolve_precision(p.device, p.load_in_4bit, p.dtype, info.local_rank)
+    precision = resolve_precision(p.device, p.load_in_4bit, p.dtype, info.local_rank,
+                                  cpu_auto_bf16=True)
     dist.init(info, precision.device_type)
     try:
         return FinetuneRun(p, ctx, info, precision).train()
@@ -92,7 +109,10 @@ class FinetuneRun:
     def __init__(self, p: FinetuneParams, ctx: RunContext, info: dist.DistInfo,
                  precision: Precision) -> None:
         self.p, self.ctx, self.info, self.precision = p, ctx, info, precision
+        self.clock = RunClock(info, p.max_minutes)
+        self.recipe = resolve_recipe(p, precision)
         self.device = torch.device(precision.device)
+        self.stop_reason: str | None = None
         self.ckpt_root = ctx.out_dir / "checkpoints"
         self.history: list[dict[str, Any]] = []
         self.tokens = 0  # next-token targets trained on, over all ranks and steps
@@ -105,6 +125,7 @@ class FinetuneRun:
     def train(self) -> dict[str, Any]:
         p = self.p
         self.log(self.precision.describe())
+        self.log(self.recipe.describe())
         self.tokenizer = load_tokenizer(p.model_path)
         self.train_data = build_examples(p.data_path, self.tokenizer, p.block_size, p.packing)
         self.valid_data = (build_examples(p.valid_path, self.tokenizer, p.block_size, p.packing)
@@ -119,34 +140,23 @@ class FinetuneRun:
         self._optimizer()
         start = self._resume()
         started = time.perf_counter()
-        stopped = self._loop(start)
-        if stopped:
-            signal_name, step = stopped
-            raise Preempted("finetune-llama", signal_name, step,
-                            str(checkpoint.latest(self.ckpt_root)))
+        self.stop_reason = self._loop(start)
+        if self.stop_reason == PREEMPTED:
+            raise Preempted("finetune-llama", self.clock.signal or "?", self.history[-1]["step"]
+                            if self.history else start, str(checkpoint.latest(self.ckpt_root)))
         seconds = time.perf_counter() - started
         return self._finish(start, seconds)
 
     def _lora_model(self) -> Any:
-        from peft import LoraConfig, get_peft_model
-
-        p = self.p
-        base = load_model(p.model_path, self.precision, training=True,
-                          gradient_checkpointing=p.gradient_checkpointing)
-        torch.manual_seed(p.seed)
-        config = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.dropout,
-                            target_modules=p.peft_targets(), bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(base, config)
-        model.train()
-        return model
+        base = load_model(self.p.model_path, self.precision, training=True,
+                          gradient_checkpointing=self.recipe.gradient_checkpointing,
+                          attention=self.recipe.attention)
+        return lora_model(base, self.p, self.recipe, self.precision)
 
     def _optimizer(self) -> None:
-        from transformers import get_linear_schedule_with_warmup
-
         self.params = [t for t in self.model.parameters() if t.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.p.lr, weight_decay=0.0)
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, self.p.warmup_steps, self.schedule.total_steps)
+        self.optimizer = optimizer(self.params, self.p.lr, self.precision.device_type)
+        self.lr_schedule = LrSchedule(self.p.lr, "linear", self.p.warmup_steps)
         self.scaler = torch.amp.GradScaler(self.precision.device_type,
                                            enabled=self.precision.dtype == torch.float16)
 
@@ -176,8 +186,8 @@ class FinetuneRun:
                 f"{last}: checkpoint made with other settings ({', '.join(diff)}); delete "
                 f"{self.ckpt_root} to start over or use a new output directory")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        self.clock.resume(float(state["elapsed"]))
         self.history = list(state["history"])
         self.tokens = self.tokens_at_start = int(state["tokens"])
         self.log(f"resumed from {last} (step {state['step']})")
@@ -187,68 +197,79 @@ class FinetuneRun:
         return torch.autocast(self.precision.device_type, dtype=self.precision.dtype,
                               enabled=self.precision.autocast)
 
-    def _loop(self, start: int) -> tuple[str, int] | None:
-        """Steps start+1..total; (signal name, step) when a stop signal ended it early
-        (checkpoint saved), else None."""
+    def _loop(self, start: int) -> str:
+        """Optimizer steps after `start` until a stop reason (`_stop_reason`), which it
+        returns; a checkpoint every save_every steps and after the last step taken."""
         from torch.nn.parallel import DistributedDataParallel
 
-        total = self.schedule.total_steps
         wrapped = self.model
         if self.info.enabled:
             ids = [self.info.local_rank] if self.device.type == "cuda" else None
             wrapped = DistributedDataParallel(self.model, device_ids=ids)
-        bar = tqdm(total=total, initial=start, desc="finetune", unit="step", mininterval=1.0,
+        bar = tqdm(total=None if self.clock.budget else self.schedule.total_steps,
+                   initial=start, desc="finetune", unit="step", mininterval=1.0,
                    disable=not self.info.is_main, file=sys.stderr)
+        step = start
         with StopSignals() as stop:
-            for step in range(start + 1, total + 1):
-                loss, grad_norm = self._step(wrapped, step - 1)
-                self.history.append(self._record(step, loss, grad_norm))
+            reason = self._stop_reason(step, stop)
+            while reason is None:
+                step += 1
+                loss, grad_norm, lr = self._step(wrapped, step - 1)
+                reason = self._stop_reason(step, stop)
+                final = reason is not None and reason != PREEMPTED
+                self.history.append(self._record(step, loss, grad_norm, lr, final))
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-                stopping = step < total and self._stop_requested(stop)
-                if stopping or step % self.p.save_every == 0 or step == total:
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if reason is not None or step % self.p.save_every == 0:
                     self._save_checkpoint(step)
-                if stopping:
-                    bar.close()
-                    self.log(f"finetune-llama: SIG{stop.received or '?'} received: stopped "
-                             f"after step {step} of {total}, checkpoint saved")
-                    return stop.received or "?", step
         bar.close()
-        return None
+        if reason != PREEMPTED:
+            self.log(f"finetune-llama: stopped after step {step} ({reason})")
+        else:
+            self.log(f"finetune-llama: SIG{self.clock.signal} received: stopped after step "
+                     f"{step}, checkpoint saved")
+        return reason
 
-    def _record(self, step: int, loss: float, grad_norm: float) -> dict[str, Any]:
-        """The history row of a finished step; valid loss every eval_every steps and at
-        the end."""
+    def _stop_reason(self, step: int, stop: StopSignals) -> str | None:
+        """Why training ends after `step`, or None: the planned steps are done ("max_steps"
+        or "epochs"), the budget is spent ("max_minutes"), or a process got a stop signal
+        ("preempted": only when nothing else ends the run). Every process agrees on the clock
+        and the signal first, so all stop after the same step."""
+        signal_name = self.clock.agree(step, stop, self.device)
+        if step >= self.schedule.total_steps:
+            return "max_steps" if self.p.max_steps else "epochs"
+        if self.clock.spent:
+            return "max_minutes"
+        return PREEMPTED if signal_name else None
+
+    def _record(self, step: int, loss: float, grad_norm: float, lr: float,
+                final: bool) -> dict[str, Any]:
+        """The history row of a finished step; valid loss every eval_every steps and after
+        the `final` one."""
         record = {"step": step, "epoch": round(step / self.schedule.steps_per_epoch, 4),
-                  "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                  "tokens": self.tokens, "valid_loss": None, "valid_ppl": None,
-                  "valid_bpc": None}
-        if self.valid_data is not None and (step % self.p.eval_every == 0
-                                            or step == self.schedule.total_steps):
+                  "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": self.tokens,
+                  "valid_loss": None, "valid_ppl": None, "valid_bpc": None}
+        if self.valid_data is not None and (step % self.p.eval_every == 0 or final):
             record["valid_loss"], record["valid_bpc"] = self._evaluate()
             record["valid_ppl"] = metrics.perplexity(record["valid_loss"])
         return record
 
-    def _stop_requested(self, stop: StopSignals) -> bool:
-        """Whether any rank got a stop signal (one all-reduce when distributed, so that
-        every rank stops after the same step)."""
-        flag = torch.tensor([1.0 if stop.received else 0.0], device=self.device)
-        return bool(dist.all_reduce(flag, self.info).item() > 0)
-
-    def _step(self, wrapped: Any, index: int) -> tuple[float, float]:
-        """One optimizer step (0-based `index`): returns (mean loss per target, grad norm)."""
+    def _step(self, wrapped: Any, index: int) -> tuple[float, float, float]:
+        """One optimizer step (0-based `index`): returns (mean loss per target, grad norm,
+        learning rate)."""
         torch.manual_seed(dropout_seed(self.p.seed, index, self.info.rank))
+        lr = self.lr_schedule.lr(index, self.clock.progress(index, self.schedule.total_steps))
         targets = self.train_data.target_count(self.schedule.step_indices(index))
         batches = [{k: v.to(self.device) for k, v in self.train_data.batch(rows).items()}
                    for rows in self.schedule.micro_batches(index, self.info.rank)]
         loss_sum, grad_norm = train_step(
             wrapped, batches, scale=self.info.world_size / targets, params=self.params,
-            optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-            autocast=self._autocast, max_grad_norm=self.p.max_grad_norm,
+            optimizer=self.optimizer, lr=lr, scaler=self.scaler, autocast=self._autocast,
+            max_grad_norm=self.p.max_grad_norm,
             no_sync=wrapped.no_sync if self.info.enabled else None)
         self.tokens += targets
         total = dist.all_reduce(loss_sum, self.info)
-        return float(total) / targets, grad_norm
+        return float(total) / targets, grad_norm, lr
 
     @torch.no_grad()
     def _evaluate(self) -> tuple[float, float]:
@@ -276,9 +297,9 @@ class FinetuneRun:
     def _save_checkpoint(self, step: int) -> None:
         if self.info.is_main:
             state = {"optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict(), "history": self.history,
-                     "tokens": self.tokens, "meta": self._meta()}
+                     "tokens": self.tokens, "elapsed": self.clock.elapsed(),
+                     "meta": self._meta()}
             checkpoint.save(self.ckpt_root, step, self.model, state, self.p.keep_checkpoints)
             metrics.write_all(self.ctx.out_dir, self.history, self._summary())
         dist.barrier(self.info)
@@ -288,7 +309,10 @@ class FinetuneRun:
         bpcs = [r.get("valid_bpc") for r in self.history if r["valid_loss"] is not None]
         last = self.history[-1] if self.history else {}
         return {"kind": "finetune-llama", "precision": self.precision.describe(),
+                "recipe": self.recipe.describe(), "threads": torch.get_num_threads(),
+                "threads_reason": threads.applied().get("reason", "set by the caller"),
                 "world_size": self.info.world_size, "steps": last.get("step", 0),
+                "stop_reason": self.stop_reason, "elapsed_s": round(self.clock.elapsed(), 3),
                 "total_steps": self.schedule.total_steps,
                 "global_batch": self.schedule.global_batch, "block_size": self.p.block_size,
                 "train_examples": len(self.train_data), "tokens": self.tokens,
@@ -323,6 +347,6 @@ class FinetuneRun:
         self.tokenizer.save_pretrained(str(tmp))
         atomic_write_json(tmp / "training_config.json", {
             "params": self.p.as_dict(), "precision": self.precision.describe(),
-            "world_size": self.info.world_size, "summary": summary,
-            "versions": package_versions()})
+            "recipe": self.recipe.describe(), "world_size": self.info.world_size,
+            "summary": summary, "versions": package_versions()})
         return publish_dir(tmp, final)

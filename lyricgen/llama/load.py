@@ -6,9 +6,14 @@ happens to import; the dtype by lyricgen.precision, shared with train-rnn;
 - CUDA, load_in_4bit unset or true: QLoRA -- NF4 4-bit weights, double quantization, compute in
   bf16, or fp16 where the GPU has no bf16 (`torch.cuda.is_bf16_supported()` False: Turing, e.g.
   Titan RTX). CUDA with load_in_4bit false: plain LoRA on bf16 (fp16) weights.
-- CPU: LoRA on fp32 weights (dtype "bfloat16" asks for bf16), or NF4 4-bit with compute in the
-  same dtype when load_in_4bit is true (bitsandbytes 0.50 runs 4-bit on CPU, so tests exercise
-  the real QLoRA path; that it works is no sign of a GPU).
+- CPU: fp32 weights (dtype "bfloat16" asks for bf16), or NF4 4-bit with compute in the same
+  dtype when load_in_4bit is true (bitsandbytes 0.50 runs 4-bit on CPU, so tests exercise the
+  real QLoRA path; that it works is no sign of a GPU). Training (`cpu_auto_bf16=True`, the
+  finetune-llama kind) takes bf16 weights and autocast where the cores compute bf16 natively
+  (lyricgen.precision): a LoRA step on SmolLM2-135M then costs less than half the CPU time of
+  fp32 (bench/llama_lora_cpu.py). bf16 weights, not fp32 weights under bf16 autocast: autocast
+  re-casts every frozen weight at every forward (not cached: they need no grad), which took
+  a third of the bf16 step. Inference stays fp32 on CPU.
 
 Loading is local-only: HF_HUB_OFFLINE=1 is set before transformers is imported and every
 `from_pretrained` gets `local_files_only=True`. `check_model_dir` turns a Hub id or a missing
@@ -79,16 +84,17 @@ def resolve_device(device: str, local_rank: int = 0) -> str:
 
 
 def resolve_precision(device: str, load_in_4bit: bool | None = None, dtype: str = "auto",
-                      local_rank: int = 0) -> Precision:
+                      local_rank: int = 0, *, cpu_auto_bf16: bool = False) -> Precision:
     """The precision policy above. load_in_4bit None means 4-bit on CUDA, not on CPU; dtype
-    "auto" means bf16 (fp16 without bf16 support) on CUDA and fp32 on CPU."""
+    "auto" means bf16 (fp16 without bf16 support) on CUDA, and on CPU bf16 when
+    `cpu_auto_bf16` and the cores compute it natively, else fp32."""
     where = resolve_device(device, local_rank)
     cuda = where.startswith("cuda")
     quantize = cuda if load_in_4bit is None else bool(load_in_4bit)
     if dtype != "auto" and dtype not in DTYPES:
         raise LyricgenInputError(f"params: dtype: must be auto or one of {sorted(DTYPES)}, "
                                  f"got {dtype!r}")
-    chosen = compute_dtype(dtype, "cuda" if cuda else "cpu", cpu_auto_bf16=False)
+    chosen = compute_dtype(dtype, "cuda" if cuda else "cpu", cpu_auto_bf16=cpu_auto_bf16)
     if quantize:
         require_bitsandbytes()
     return Precision(device=where, quantize_4bit=quantize, dtype=chosen)
@@ -138,8 +144,9 @@ def load_tokenizer(path: str | Path, padding_side: str = "right") -> Any:
 
 
 def load_model(path: str | Path, precision: Precision, *, training: bool = False,
-               gradient_checkpointing: bool = False) -> Any:
-    """AutoModelForCausalLM from a local directory, placed and (maybe) quantized per `precision`.
+               gradient_checkpointing: bool = False, attention: str | None = None) -> Any:
+    """AutoModelForCausalLM from a local directory, placed and (maybe) quantized per `precision`;
+    `attention` is transformers' attn_implementation ("sdpa", "eager"; None: its default).
 
     With training=True the model is made ready for LoRA: 4-bit goes through peft's
     prepare_model_for_kbit_training (fp32 norms/embeddings, input grads); gradient checkpointing
@@ -149,6 +156,8 @@ def load_model(path: str | Path, precision: Precision, *, training: bool = False
 
     kwargs: dict[str, Any] = {"local_files_only": True, "dtype": precision.dtype,
                               "device_map": {"": precision.device}}
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     if precision.quantize_4bit:
         kwargs["quantization_config"] = bnb_config(precision)
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)

@@ -24,13 +24,14 @@ class FinetuneParams:
     valid_path: Path | None
     epochs: int
     max_steps: int | None
+    max_minutes: float | None
     batch_size: int
     grad_accum: int
     block_size: int
     lr: float
     warmup_steps: int
     max_grad_norm: float
-    dropout: float
+    dropout: float | None
     lora_r: int
     lora_alpha: int
     target_modules: tuple[str, ...]
@@ -40,7 +41,7 @@ class FinetuneParams:
     eval_every: int
     save_every: int
     keep_checkpoints: int
-    gradient_checkpointing: bool
+    gradient_checkpointing: bool | None
     seed: int
     device: str
     merge: bool

@@ -26,15 +26,15 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def train_step(model: Any, batches: Sequence[dict[str, torch.Tensor]], *, scale: float,
-               params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-               scheduler: Any, scaler: torch.amp.GradScaler,
+               params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, lr: float,
+               scaler: torch.amp.GradScaler,
                autocast: Callable[[], contextlib.AbstractContextManager[Any]],
                max_grad_norm: float,
                no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
                ) -> tuple[torch.Tensor, float]:
     """Forward/backward every micro-batch (gradient sync only on the last when `no_sync` is
-    DDP's), clip, step optimizer/scheduler/scaler. Returns (this rank's loss sum as a float64
-    CPU tensor, gradient norm before clipping)."""
+    DDP's), clip, step the optimizer at learning rate `lr` and the scaler. Returns (this rank's
+    loss sum as a float64 CPU tensor, gradient norm before clipping)."""
     loss_sum = torch.zeros((), dtype=torch.float64)
     for number, batch in enumerate(batches):
         last = number == len(batches) - 1
@@ -48,8 +48,9 @@ def train_step(model: Any, batches: Sequence[dict[str, torch.Tensor]], *, scale:
         loss_sum += loss.detach().double().cpu()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
     return loss_sum, float(grad_norm)

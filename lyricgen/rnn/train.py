@@ -9,7 +9,7 @@ streams read in windows of `seq_len`; the hidden state is carried between window
 and reset at each epoch start. With `shuffle_songs` every epoch concatenates the songs in a
 new seeded order. AdamW (weight decay on matrices only), gradient clipping,
 warmup + cosine/linear decay following steps or, with `max_minutes`, the wall clock
-(lyricgen.rnn.schedule). Validation (bits per character + perplexity, lyricgen.evaluate, so
+(lyricgen.schedule). Validation (bits per character + perplexity, lyricgen.evaluate, so
 a word model's unknown valid words are charged their spelling there too) runs after every
 epoch and every `eval_every` steps; `patience` validations without a new best stop the run.
 When `max_minutes` of wall clock (data loading and validations included) are spent the run
@@ -31,11 +31,12 @@ batch_size / world_size of the streams (lyricgen.rnn.data), DistributedDataParal
 gradients (gloo on CPU, nccl on CUDA), and validation scores a share of the valid text per
 process. `batch_size` is the global batch, so W processes train the model one process would
 (up to dropout masks and float summation order). The processes agree on the clock and on stop
-signals every CLOCK_SYNC_STEPS steps (one tiny all-reduce), so the learning rate and the stop
-decision are the same everywhere. Only rank 0 writes files; a checkpoint gathers every
-process's hidden state and RNG, and a run resumes only with the same process count. It pays
-with several GPUs or many CPU cores; on 2 cores it does not (bench/rnn_data_parallel.py: the
-gradient all-reduce over gloo costs about what the second process gains).
+signals every CLOCK_SYNC_STEPS steps (lyricgen.schedule.RunClock: one tiny all-reduce), so the
+learning rate and the stop decision are the same everywhere. Only rank 0 writes files; a
+checkpoint gathers every process's hidden state and RNG, and a run resumes only with the same
+process count. It pays with several GPUs or many CPU cores; on 2 cores it does not
+(bench/rnn_data_parallel.py: the gradient all-reduce over gloo costs about what the second
+process gains).
 
 Preemption (lyricgen.preempt): SIGUSR1 or SIGTERM during the loop stops it after the current
 step with stop_reason "preempted": last.pt is saved (no extra validation, as for max_steps, so
@@ -97,11 +98,10 @@ from lyricgen.rnn.model import (
     hidden_to,
     resolve_device,
 )
-from lyricgen.rnn.schedule import LrSchedule, progress
 from lyricgen.rnn.vocab import Vocab
+from lyricgen.schedule import LrSchedule, RunClock
 
 PREEMPTED = "preempted"
-_SIGNAL_CODES = (None, "USR1", "TERM")  # StopSignals.received, ordered for a max-reduce
 CLOCK_SYNC_STEPS = 8
 
 
@@ -146,12 +146,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / CHECKPOINT_DIR
         self.progress_bar = progress_bar
-        self.stop_signal: str | None = None  # "USR1" or "TERM" once fit stopped on one
         self.resume_path: Path | None = None  # the checkpoint this run resumed from
-        self.clock_start = time.monotonic()
-        self.now = 0.0  # the elapsed seconds all processes agreed on at the current step
-        self.agreed_at: int | None = None  # the step of the last agreement (several processes)
         self.dist = dist.env_info()
+        self.clock = RunClock(self.dist, config.max_minutes, sync_every=CLOCK_SYNC_STEPS)
         self.is_main = self.dist.is_main
         self.train_text = read_text(config.data, "data")
         self.data_sha256 = hashlib.sha256(self.train_text.encode("utf-8")).hexdigest()
@@ -185,7 +182,6 @@ class Trainer:
         self.schedule = LrSchedule(config.lr, config.lr_schedule, config.warmup_steps,
                                    config.min_lr_ratio)
         self.total_steps = config.epochs * self.batches.n_windows
-        self.budget = config.max_minutes * 60.0 if config.max_minutes else None
         self.state = TrainState()
         self.metrics = MetricsCsv(self.out_dir / "metrics.csv")
         self.valid_ids = self.vocab.encode(self.valid_text) if self.valid_text else []
@@ -318,7 +314,7 @@ class Trainer:
         state.hidden = hidden_to(_hidden_rows(state.hidden, self.batches.rows), self.device)
         self.state = state
         self.batches.set_epoch(state.epoch)
-        self.clock_start = time.monotonic() - state.elapsed
+        self.clock.resume(state.elapsed)
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -356,36 +352,23 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.clock_start
+    @property
+    def stop_signal(self) -> str | None:
+        """"USR1" or "TERM" once a process received one (agreed over processes)."""
+        return self.clock.signal
 
-    def _agree_on_clock(self, stop: StopSignals) -> str | None:
-        """Set self.now to the elapsed seconds (the maximum over processes) and return the
-        stop signal any process received ("TERM" over "USR1"), or None: one all-reduce, so
-        every process takes the same learning rate and the same stop decision. Processes
-        agree every CLOCK_SYNC_STEPS steps (a gloo all-reduce costs ~0.5 ms) and keep the
-        agreed values in between."""
-        if not self.dist.enabled:
-            self.now = self.elapsed()
-            return stop.received
-        if self.agreed_at is not None and self.state.step - self.agreed_at < CLOCK_SYNC_STEPS:
-            return self.stop_signal
-        self.agreed_at = self.state.step
-        flags = torch.tensor([self.elapsed(), _SIGNAL_CODES.index(stop.received)],
-                             dtype=torch.float64, device=self.device)
-        elapsed, code = dist.all_reduce(flags, self.dist, "max").tolist()
-        self.now = elapsed
-        return _SIGNAL_CODES[int(code)]
+    def elapsed(self) -> float:
+        return self.clock.elapsed()
 
     def _stop_reason(self, stop: StopSignals) -> str | None:
         """Why training ends now, or None; a signal counts only when nothing else ends it."""
-        self.stop_signal = self._agree_on_clock(stop)
+        self.clock.agree(self.state.step, stop, self.device)
         config, state = self.config, self.state
         if state.epoch >= config.epochs:
             return "epochs"
         if self.valid_text and config.patience > 0 and state.bad_evals >= config.patience:
             return "early_stopping"
-        if self.budget is not None and self.now >= self.budget:
+        if self.clock.spent:
             return "max_minutes"
         if config.max_steps is not None and state.step >= config.max_steps:
             return "max_steps"
@@ -407,8 +390,7 @@ class Trainer:
         """One optimizer step on one window through `forward` (the model or its DDP wrapper);
         returns the (detached) mean loss tensor."""
         state = self.state
-        lr = self.schedule.lr(state.step, progress(state.step, self.total_steps, self.now,
-                                                   self.budget))
+        lr = self.schedule.lr(state.step, self.clock.progress(state.step, self.total_steps))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
@@ -435,7 +417,7 @@ class Trainer:
         result = TrainResult()
         pending: list[torch.Tensor] = []
         interval = _Interval(time.monotonic(), state.tokens_seen)
-        bar = tqdm(total=None if self.budget else self.total_steps, initial=state.step,
+        bar = tqdm(total=None if self.clock.budget else self.total_steps, initial=state.step,
                    disable=not (self.progress_bar and self.is_main),
                    desc=f"train-rnn {config.arch}/{config.level}", unit="step",
                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
