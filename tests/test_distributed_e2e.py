@@ -44,6 +44,7 @@ jobs:
       block_size: 64
       lr: 1.0e-2
       dropout: 0.0
+      dtype: float32             # 2 ranks = 1 rank up to fp32 summation order (bf16 differs more)
       lora_r: 4
       lora_alpha: 8
       save_every: 3

@@ -227,7 +227,7 @@ class FinetuneRun:
             self.log(f"finetune-llama: stopped after step {step} ({reason})")
         else:
             self.log(f"finetune-llama: SIG{self.clock.signal} received: stopped after step "
-                     f"{step}, checkpoint saved")
+                     f"{step} of {self.schedule.total_steps}, checkpoint saved")
         return reason
 
     def _stop_reason(self, step: int, stop: StopSignals) -> str | None:
