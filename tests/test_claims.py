@@ -41,14 +41,31 @@ def blocking_job(tmp_path: Path, fake_profile: Path) -> dict[str, Path]:
 
 
 def read_fifo(path: Path) -> str:
-    """What a writer puts into the FIFO; fails after WAIT seconds without one."""
+    """What a writer puts into the FIFO; fails after WAIT seconds without one, and when the
+    FIFO reports hang-up without data (a writer from an earlier task closed it late)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         ready, _, _ = select.select([fd], [], [], WAIT)
         assert ready, f"nobody wrote into {path}"
-        return os.read(fd, 100).decode()
+        data = os.read(fd, 100).decode()
+        assert data, f"{path} hung up without data"
+        return data
     finally:
         os.close(fd)
+
+
+def wait_gone(pid: int) -> None:
+    """Block until process `pid` (not a child of ours) has exited, so that the files it held
+    open (a FIFO) are closed; fails after WAIT seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([pidfd], [], [], WAIT)
+        assert ready, f"process {pid} outlived SIGKILL"
+    finally:
+        os.close(pidfd)
 
 
 def write_fifo(path: Path) -> None:
@@ -96,11 +113,14 @@ def test_two_runs_of_one_manifest_at_once_train_it_once(tmp_path: Path,
 def kill_run(tmp_path: Path, blocking_job: dict[str, Path]) -> str:
     """Start the blocking job, then SIGKILL jobctl, job.sh and the task; returns the run id."""
     killed = jobctl_run(blocking_job["manifest"], start_new_session=True)
-    read_fifo(blocking_job["started"])
+    task_pid = int(read_fifo(blocking_job["started"]))
     status_file = next((tmp_path / "runs").glob("*/prep/status/0.json"))
     os.killpg(json.loads(status_file.read_text())["pid"], signal.SIGKILL)  # job.sh's session
     os.killpg(killed.pid, signal.SIGKILL)  # and jobctl itself
     killed.communicate(timeout=WAIT)
+    # The task held `started` open for writing: until it is gone, a new reader of the FIFO
+    # sees its late close as a hang-up (EPOLLHUP) instead of waiting for the next task.
+    wait_gone(task_pid)
     return status_file.parents[2].name
 
 
