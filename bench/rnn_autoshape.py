@@ -3,23 +3,30 @@
 For every precision this CPU (or GPU) can train in (fp32 always; bf16 where the cores have
 bf16 instructions, or on CUDA), two `--minutes` runs on DISCO train, scored on valid.txt:
 
-- fixed: hidden 384, batch 16 (the recipe tuned on an AVX512-BF16 CPU);
+- fixed: hidden 384, batch 16 (the recipe tuned on an AVX512-BF16 CPU), or the shapes
+  `--fixed HIDDEN:BATCH` names;
 - auto: hidden_size and batch_size null: the probe (lyricgen/rnn/autoshape.py) and its
   tokens-per-parameter rule pick them for the precision and this machine.
 
-Every other param is the kind's default. Prints, side by side, the chosen shape, steps,
-tokens/s and valid bpc, and the difference auto - fixed per precision.
+Every other param is the kind's default (`epochs` 30 too: a fast GPU reaches it before the
+budget). Prints, side by side, the chosen shape, steps, epochs, tokens/s, valid bpc and why
+the run stopped, and the difference auto - fixed per precision.
 
     .venv/bin/python bench/rnn_autoshape.py [--minutes 10] [--threads 2] [--only fp32]
+        [--corpus DIR] [--json FILE]
 
-Run it on a quiet machine (a busy one changes both the probe and the runs): report
-`uptime` and `grep -o avx512_bf16 /proc/cpuinfo | head -1` with the numbers.
+Run it on a quiet machine (a busy one changes both the probe and the runs). It prints the
+device it ran on (the CPU's model and whether it has bf16 instructions, or the GPU) with the
+table; `--json` also writes the rows and that description. `--corpus` names a folder with
+DISCO's train.txt and valid.txt (default ../shared/corpora/disco beside the checkout).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -39,13 +46,41 @@ def precisions() -> list[str]:
     return usable
 
 
-def train(precision: str, minutes: float, auto: bool, out: Path) -> dict:
-    sizes = {} if auto else {"hidden_size": 384, "batch_size": 16}
+def device_description() -> str:
+    """The GPU's name, or the CPU's model and whether it computes bf16 natively."""
+    if torch.cuda.is_available():
+        return (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, "
+                f"torch {torch.__version__})")
+    bf16 = "with" if cpu_has_native_bf16() else "without"
+    return (f"{_cpu_model() or platform.processor() or 'CPU'}, {len(os.sched_getaffinity(0))} "
+            f"usable cores, {bf16} bf16 instructions (torch {torch.__version__})")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def train(precision: str, minutes: float, shape: tuple[int, int] | None, corpus: Path,
+          out: Path) -> dict:
+    """One run with the kind's defaults (epochs 30 included); `shape` None: the auto shape."""
+    sizes = {"hidden_size": shape[0], "batch_size": shape[1]} if shape else {}
     config = TrainConfig.from_params({
-        "data": str(DISCO / "train.txt"), "valid_data": str(DISCO / "valid.txt"),
-        "max_minutes": minutes, "epochs": 1000, "precision": precision, "device": "auto",
-        **sizes})
+        "data": str(corpus / "train.txt"), "valid_data": str(corpus / "valid.txt"),
+        "max_minutes": minutes, "precision": precision, "device": "auto", **sizes})
     return Trainer(config, out, progress_bar=False).fit().metrics
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A table cell: `value` formatted, or "-" (a run too short to log a speed)."""
+    return "-" if value is None else format(value, spec)
+
+
+def fixed_shape(text: str) -> tuple[int, int]:
+    hidden, batch = text.split(":")
+    return int(hidden), int(batch)
 
 
 def main() -> None:
@@ -53,29 +88,49 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=("fp32", "bf16"), default=None)
+    parser.add_argument("--corpus", type=Path, default=DISCO)
+    parser.add_argument("--fixed", type=fixed_shape, action="append", metavar="HIDDEN:BATCH",
+                        help="fixed shapes to run (repeatable; default 384:16, the recipe)")
+    parser.add_argument("--skip-auto", action="store_true", help="run the fixed shapes only")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = device_description()
+    print(f"device: {device}", flush=True)
+    recipes = [("fixed", shape) for shape in args.fixed or [(384, 16)]]
+    recipes += [] if args.skip_auto else [("auto", None)]
     rows = []
     for precision in [args.only] if args.only else precisions():
-        for auto in (False, True):
+        for recipe, shape in recipes:
             with tempfile.TemporaryDirectory() as folder:
-                metrics = train(precision, args.minutes, auto, Path(folder))
-            shape = metrics.get("auto_shape") or {}
-            rows.append((precision, "auto" if auto else "fixed", metrics["params"]["hidden_size"],
-                         metrics["params"]["batch_size"], metrics["final"]["step"],
-                         metrics["tokens_per_s_median"], metrics["best"]["bpc"],
-                         shape.get("reason", "")))
+                metrics = train(precision, args.minutes, shape, args.corpus, Path(folder))
+            final = metrics["final"]
+            rows.append({"precision": precision, "recipe": recipe,
+                         "hidden": metrics["params"]["hidden_size"],
+                         "batch": metrics["params"]["batch_size"], "steps": final["step"],
+                         "epochs": round(final["epoch"], 2),
+                         "tokens_per_s": metrics["tokens_per_s_median"],
+                         "valid_bpc": metrics["best"]["bpc"], "stop": metrics["stop_reason"],
+                         "reason": (metrics.get("auto_shape") or {}).get("reason", "")})
             print(rows[-1], flush=True)
-    print(f"\n{args.minutes:g} min per run, threads {args.threads}, load "
+    print(f"\n{device}: {args.minutes:g} min per run, threads {args.threads}, load "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"{'precision':10}{'recipe':8}{'hidden':>8}{'batch':>7}{'steps':>8}{'tok/s':>9}"
-          f"{'valid bpc':>11}")
-    for precision, recipe, hidden, batch, steps, speed, bpc, _ in rows:
-        print(f"{precision:10}{recipe:8}{hidden:>8}{batch:>7}{steps:>8}{speed:>9,.0f}"
-              f"{bpc:>11.4f}")
-    for precision in dict.fromkeys(row[0] for row in rows):
-        fixed, auto = (row[6] for row in rows if row[0] == precision)
-        print(f"{precision}: auto - fixed = {auto - fixed:+.4f} bpc")
+    print(f"{'precision':10}{'recipe':8}{'hidden':>8}{'batch':>7}{'steps':>8}{'epochs':>8}"
+          f"{'tok/s':>11}{'valid bpc':>11}  stop")
+    for row in rows:
+        print(f"{row['precision']:10}{row['recipe']:8}{row['hidden']:>8}{row['batch']:>7}"
+              f"{row['steps']:>8}{row['epochs']:>8.2f}{_number(row['tokens_per_s'], ',.0f'):>11}"
+              f"{_number(row['valid_bpc'], '.4f'):>11}  {row['stop']}")
+    for precision in dict.fromkeys(row["precision"] for row in rows):
+        auto = [row for row in rows if row["precision"] == precision and row["recipe"] == "auto"]
+        for fixed in (row for row in rows
+                      if row["precision"] == precision and row["recipe"] == "fixed" and auto):
+            if auto[0]["valid_bpc"] is not None and fixed["valid_bpc"] is not None:
+                print(f"{precision}: auto - fixed {fixed['hidden']}/{fixed['batch']} = "
+                      f"{auto[0]['valid_bpc'] - fixed['valid_bpc']:+.4f} bpc")
+    if args.json:
+        args.json.write_text(json.dumps({"device": device, "minutes": args.minutes,
+                                         "rows": rows}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

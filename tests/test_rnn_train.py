@@ -223,7 +223,8 @@ def test_cpu_precision_follows_native_bf16(monkeypatch):
     assert train.resolve_precision("auto", cpu) == "bf16"
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert train.resolve_precision("auto", cpu) == "fp32"
-    assert train.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(LyricgenInputError, match="bf16 needs a CPU with bf16 instructions"):
+        train.resolve_precision("bf16", cpu)
     with pytest.raises(LyricgenInputError, match="fp16 needs a CUDA device"):
         train.resolve_precision("fp16", cpu)
 

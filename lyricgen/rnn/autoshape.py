@@ -8,15 +8,27 @@ batch_size left null, a `max_minutes` budget, char level).
    and flags) or GPU, torch, threads, vocabulary size, window and candidates. Pitfall: other
    processes slow the probe as much as the run; a probe taken while the load average exceeds
    the usable cores is used for that run but not cached (delete the file to measure again).
-2. Rule (`choose`, deterministic given the probe):
-   - batch: per (hidden, precision), the smallest candidate batch within BATCH_SLACK of the
-     fastest one: a bigger batch learns less per token (measured: batch 32 was 0.02-0.03 bpc
-     behind batch 16 at every epoch of a 10-minute run), so it must pay in speed (on a GPU it
-     does: batch 16 leaves it idle);
-   - hidden size: the one whose budget buys closest to TOKENS_PER_PARAM training tokens per
-     model parameter (log scale): on the DISCO char task with 10 CPU minutes, LSTM 384 at
-     37 tokens/parameter (bf16, 50 k tokens/s) beat 320 at 68 (1.864 vs 1.833 valid bpc) and
-     512 at 11 (behind at every epoch); the README's ablation table has the runs;
+2. Rule (`choose`, deterministic given the probe and the data size):
+   - tokens a shape can use: what its measured speed buys in the budget, at most `epochs`
+     passes over the training data (the run stops there), counted as *effective* tokens:
+     repeated text teaches less, so epoch e > 1 is worth less than new text, by the
+     data-constrained scaling law of Muennighoff et al. (2023, "Scaling Data-Constrained
+     Language Models"): U unique tokens seen R extra times are worth
+     U x (1 + R* x (1 - exp(-R / R*))) with R* = 15.4 (REPEAT_SCALE);
+   - hidden size: the one whose effective tokens come closest to TOKENS_PER_PARAM per model
+     parameter (log scale). Fitted on 10-minute (GPU: 3-minute) DISCO char runs on four
+     hardware classes (README "train-rnn picks its shape", effective tokens/parameter):
+     bf16 on AVX512-BF16 cores, 384 at 26 beat 320 at 43 (1.833 vs 1.864 valid bpc) and
+     512 at 10; fp32 on those cores, 384 at 17 beat 320 at 27 (1.872 vs 1.891); fp32 on AVX2
+     cores, 384 at 16 beat 256 at 52 (1.894 vs 1.908); bf16 on an H200 in 3 minutes, 512 at
+     21 (1.796) beat 384 at 35 (1.815) and 768 at 11 (1.816, overfitting: stopped early).
+     Every target between 16 and 21 ranks these hidden sizes as measured: 20;
+   - batch: per (hidden, precision), the smallest candidate batch that still buys those
+     tokens in the budget, else the smallest within BATCH_SLACK of the fastest. A bigger batch
+     learns less per token (batch 32 was 0.02-0.03 bpc behind batch 16 at every epoch of a
+     10-minute CPU run; on the H200, 512 at batch 32 ended 0.008 behind batch 16 after more
+     epochs), so it is taken only when the model needs its speed: on a GPU speed grows almost
+     linearly with the batch, and a small corpus runs out at batch 16 already;
    - precision: the faster of the candidates' at the chosen shape (when `precision: auto`).
 3. The choice and the probe's numbers go to the log and metrics.json (`auto_shape`); the
    checkpoint stores the resolved params, so evaluate, generate and resume never probe again.
@@ -45,11 +57,12 @@ from lyricgen.io import atomic_write_json
 from lyricgen.rnn.model import ModelConfig, RnnLM, count_parameters
 
 DEFAULT_HIDDEN, DEFAULT_BATCH = 384, 16
-TOKENS_PER_PARAM = 37.0
-BATCH_SLACK = 0.8  # a bigger batch is taken only when the smaller ones are < 80 % as fast
+TOKENS_PER_PARAM = 20.0  # effective training tokens per model parameter (module docstring)
+REPEAT_SCALE = 15.4  # R*: repeats of the data beyond which more are worth little
+BATCH_SLACK = 0.8  # short of the tokens, a bigger batch must be >= 1 / 0.8 times as fast
 BUDGET_EFFICIENCY = 0.92  # share of the wall clock that trains (validation, checkpoints)
 CPU_HIDDEN, CPU_BATCH = (256, 384, 512), (16, 32)
-GPU_HIDDEN, GPU_BATCH = (512, 768, 1024), (32, 64, 128, 256)
+GPU_HIDDEN, GPU_BATCH = (384, 512, 768, 1024), (16, 32, 64, 128, 256)
 WARMUP_STEPS, TIMED_STEPS = 2, 4
 
 
@@ -86,33 +99,67 @@ def candidates(device: torch.device, precisions: Iterable[str], world_size: int
             if b % world_size == 0]
 
 
-def choose(measured: list[Measured], budget_s: float, world_size: int = 1) -> Choice:
-    """The shape the rule above picks from probe results (tokens/s of one process)."""
-    best_batch: dict[tuple[int, str], Measured] = {}
-    for key in {(m.shape.hidden, m.shape.precision) for m in measured}:
-        group = sorted((m for m in measured if (m.shape.hidden, m.shape.precision) == key),
-                       key=lambda m: m.shape.batch)
-        fastest = max(m.tokens_per_s for m in group)
-        best_batch[key] = next(m for m in group if m.tokens_per_s >= BATCH_SLACK * fastest)
+def choose(measured: list[Measured], budget_s: float, world_size: int = 1, *,
+           data_tokens: int, epochs: int) -> Choice:
+    """The shape the rule above picks from probe results (tokens/s of one process) for a run
+    of at most `epochs` passes over `data_tokens` training tokens."""
+    cap = float(data_tokens * epochs)
 
-    def tokens(m: Measured) -> float:
+    def bought(m: Measured) -> float:
         return m.tokens_per_s * world_size * budget_s * BUDGET_EFFICIENCY
 
-    def distance(m: Measured) -> float:
-        return abs(math.log(tokens(m) / m.parameters / TOKENS_PER_PARAM))
+    def usable(m: Measured) -> float:
+        return effective_tokens(min(bought(m), cap), data_tokens)
 
+    def distance(m: Measured) -> float:
+        return abs(math.log(usable(m) / m.parameters / TOKENS_PER_PARAM))
+
+    most = effective_tokens(cap, data_tokens)
+    best_batch = [_batch_for(group, min(TOKENS_PER_PARAM * group[0].parameters, most), usable)
+                  for group in _groups(measured)]
     by_hidden: dict[int, Measured] = {}
-    for m in sorted(best_batch.values(), key=lambda m: m.tokens_per_s):
+    for m in sorted(best_batch, key=lambda m: m.tokens_per_s):
         by_hidden[m.shape.hidden] = m  # the faster precision of each hidden size wins
     pick = min(by_hidden.values(), key=lambda m: (distance(m), -m.tokens_per_s))
+    capped = f", capped at {epochs} epochs" if bought(pick) > cap else ""
+    worth = (f", worth {usable(pick) / 1e6:.1f} M new ones"
+             if min(bought(pick), cap) > data_tokens else "")
     reason = (f"hidden {pick.shape.hidden}, batch {pick.shape.batch}, {pick.shape.precision}: "
               f"{pick.tokens_per_s:,.0f} tokens/s x {world_size} process(es) buys "
-              f"{tokens(pick) / 1e6:.1f} M tokens in {budget_s / 60:g} min = "
-              f"{tokens(pick) / pick.parameters:.0f} per parameter (target {TOKENS_PER_PARAM:g})")
+              f"{bought(pick) / 1e6:.1f} M tokens in {budget_s / 60:g} min{capped}{worth} = "
+              f"{usable(pick) / pick.parameters:.0f} per parameter (target "
+              f"{TOKENS_PER_PARAM:g})")
     table = [{**asdict(m.shape), "tokens_per_s": round(m.tokens_per_s, 1),
               "parameters": m.parameters,
-              "tokens_per_parameter": round(tokens(m) / m.parameters, 1)} for m in measured]
+              "tokens_per_parameter": round(usable(m) / m.parameters, 1)} for m in measured]
     return Choice(pick.shape, reason, table)
+
+
+def effective_tokens(tokens: float, data_tokens: int) -> float:
+    """What `tokens` read from `data_tokens` of unique text are worth as new text (module
+    docstring): all of them for the first pass, less and less for each repeat."""
+    if tokens <= data_tokens:
+        return tokens
+    repeats = tokens / data_tokens - 1.0
+    return data_tokens * (1.0 + REPEAT_SCALE * (1.0 - math.exp(-repeats / REPEAT_SCALE)))
+
+
+def _groups(measured: list[Measured]) -> list[list[Measured]]:
+    """The probe results per (hidden, precision), each sorted by batch."""
+    keys = sorted({(m.shape.hidden, m.shape.precision) for m in measured})
+    return [sorted((m for m in measured if (m.shape.hidden, m.shape.precision) == key),
+                   key=lambda m: m.shape.batch) for key in keys]
+
+
+def _batch_for(group: list[Measured], wanted: float,
+               usable: Callable[[Measured], float]) -> Measured:
+    """The smallest batch whose usable tokens reach `wanted`, else the smallest within
+    BATCH_SLACK of the fastest (`group` sorted by batch)."""
+    enough = [m for m in group if usable(m) >= wanted]
+    if enough:
+        return enough[0]
+    fastest = max(m.tokens_per_s for m in group)
+    return next(m for m in group if m.tokens_per_s >= BATCH_SLACK * fastest)
 
 
 def probe(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int,

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lyricgen import dist, threads
+from lyricgen import precision as precision_policy
 from lyricgen.errors import LyricgenInputError
 from lyricgen.evaluate import EvalResult, eval_result, score_ids, unk_spelling_bits
 from lyricgen.io import atomic_write_json, remove_stale_temp_files
@@ -132,9 +133,14 @@ class TrainResult:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """"fp32", "bf16" or "fp16" for the `precision` param on `device` (auto: the policy of
-    lyricgen.precision, bf16 on CPUs that compute it natively); fp16 needs CUDA."""
+    lyricgen.precision, bf16 on CPUs that compute it natively); fp16 needs CUDA, and bf16 on
+    CPU needs bf16 instructions: without them oneDNN's LSTM refuses bf16 on AVX2-only cores
+    (a RuntimeError at the first step) and emulates it slower than fp32 on AVX-512 ones."""
     if name == "fp16" and device.type != "cuda":
         raise LyricgenInputError("params: precision: fp16 needs a CUDA device (use bf16)")
+    if name == "bf16" and device.type == "cpu" and not precision_policy.cpu_has_native_bf16():
+        raise LyricgenInputError("params: precision: bf16 needs a CPU with bf16 instructions "
+                                 "(avx512_bf16 or AMX) and this one has none: use auto or fp32")
     return short_name(compute_dtype(name, device.type, cpu_auto_bf16=True))
 
 
@@ -168,6 +174,9 @@ class Trainer:
                       Vocab.build(self.train_text, config.level, config.min_count,
                                   config.marker, config.lowercase))
         self.requested = config
+        self.songs = [torch.tensor(self.vocab.encode(song), dtype=torch.long)
+                      for song in split_songs(self.train_text, config.marker)]
+        self.train_tokens = sum(song.numel() for song in self.songs)
         self.config = config = self._resolve_shape(resume)
         self.batches = self._make_batches()
         torch.manual_seed(config.seed)
@@ -239,8 +248,8 @@ class Trainer:
                           for b in (CPU_BATCH if self.device.type == "cpu" else GPU_BATCH)]
             measured = probe(shapes, len(self.vocab), config.embedding_dim, config.seq_len,
                              self.device, self._autocast_for)
-            choice = choose(measured, config.max_minutes * 60.0,
-                            self.dist.world_size).to_dict()
+            choice = choose(measured, config.max_minutes * 60.0, self.dist.world_size,
+                            data_tokens=self.train_tokens, epochs=config.epochs).to_dict()
         return dist.all_gather_object(choice, self.dist)[0]
 
     def _load_resume_point(self) -> dict[str, Any] | None:
@@ -270,11 +279,8 @@ class Trainer:
 
     def _make_batches(self) -> TbpttBatches:
         config = self.config
-        songs = [torch.tensor(self.vocab.encode(song), dtype=torch.long)
-                 for song in split_songs(self.train_text, config.marker)]
-        self.train_tokens = sum(song.numel() for song in songs)
         try:
-            return TbpttBatches(songs, config.batch_size, config.seq_len,
+            return TbpttBatches(self.songs, config.batch_size, config.seq_len,
                                 shuffle_seed=config.seed if config.shuffle_songs else None,
                                 rank=self.dist.rank, world_size=self.dist.world_size,
                                 ).to(self.device)
