@@ -3,6 +3,7 @@ deterministic given the probe, the choice is recorded, and resume never probes a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import torch
 from lyricgen.rnn import autoshape, train
 from lyricgen.rnn.autoshape import Measured, Shape, choose, effective_tokens
 from lyricgen.rnn.config import TrainConfig
+from lyricgen.rnn.model import ModelConfig, RnnLM, count_parameters
 from lyricgen.rnn.train import Trainer
 
 TEN_MINUTES = 600.0
+LSTM_30 = ModelConfig("lstm", vocab_size=30, embedding_dim=8, hidden_size=1)  # size: per shape
 DISCO = {"data_tokens": 2_040_000, "epochs": 30}  # DISCO train at char level, default epochs
 H200 = {  # bf16 tokens/s an H200 probe measured (vocabulary of DISCO), by hidden and batch
     384: {16: 287_077, 32: 535_958, 64: 1_238_667, 128: 2_378_133, 256: 4_441_900},
@@ -109,11 +112,11 @@ def test_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LYRICGEN_CACHE", str(tmp_path))
     shapes = [Shape(16, 4, "fp32"), Shape(24, 4, "fp32")]
     monkeypatch.setattr(autoshape.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
-    autoshape.probe(shapes, 30, 8, 16, torch.device("cpu"),
+    autoshape.probe(shapes, LSTM_30, 16, torch.device("cpu"),
                     lambda precision: torch.autocast("cpu", enabled=False))
     assert not list(tmp_path.glob("probe-*.json"))  # a busy machine's probe is not kept
     monkeypatch.setattr(autoshape.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    first = autoshape.probe(shapes, 30, 8, 16, torch.device("cpu"),
+    first = autoshape.probe(shapes, LSTM_30, 16, torch.device("cpu"),
                             lambda precision: torch.autocast("cpu", enabled=False))
     assert [m.shape for m in first] == shapes and all(m.tokens_per_s > 0 for m in first)
     assert len(list(tmp_path.glob("probe-*.json"))) == 1
@@ -122,8 +125,23 @@ def test_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyP
         raise AssertionError("a cached probe must not measure again")
 
     monkeypatch.setattr(autoshape, "_measure", no_measuring)
-    again = autoshape.probe(shapes, 30, 8, 16, torch.device("cpu"), lambda p: None)
+    again = autoshape.probe(shapes, LSTM_30, 16, torch.device("cpu"), lambda p: None)
     assert again == first
+
+
+def test_the_probe_measures_the_run_s_own_cell(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GRU run is probed as a GRU (its parameters, its speed), in a cache entry of its own."""
+    monkeypatch.setenv("LYRICGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(autoshape.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    shapes = [Shape(16, 4, "fp32")]
+    no_autocast = lambda precision: torch.autocast("cpu", enabled=False)  # noqa: E731
+    lstm = autoshape.probe(shapes, LSTM_30, 16, torch.device("cpu"), no_autocast)
+    gru = autoshape.probe(shapes, dataclasses.replace(LSTM_30, arch="gru"), 16,
+                          torch.device("cpu"), no_autocast)
+    assert gru[0].parameters == count_parameters(RnnLM(ModelConfig("gru", 30, 8, 16)))
+    assert gru[0].parameters < lstm[0].parameters  # three gates instead of four
+    assert len(list(tmp_path.glob("probe-*.json"))) == 2
 
 
 @pytest.fixture
@@ -131,7 +149,7 @@ def fake_probe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The probe answers at once: hidden 24 is the one the budget favours."""
     calls: list[int] = []
 
-    def probe(shapes, vocab_size, embedding_dim, seq_len, device, autocast):
+    def probe(shapes, model, seq_len, device, autocast):
         calls.append(len(shapes))
         rates = {16: 1.0, 24: 500_000.0, 32: 1.0}
         return [Measured(Shape(h, b, p), rates.get(h, 1.0), 6 * h * h)

@@ -34,11 +34,14 @@ batch_size left null, a `max_minutes` budget, char level).
    checkpoint stores the resolved params, so evaluate, generate and resume never probe again.
 
 Without a budget the recipe's shape is used (DEFAULT_HIDDEN, DEFAULT_BATCH), and so at word
-level, where the parameters sit in the embedding and the rule was not fitted.
+level, where the parameters sit in the embedding and the rule was not fitted. The rule was
+fitted on one-layer LSTMs; a GRU, an Elman RNN or stacked layers are probed as the run builds
+them (their own speed and parameter count) and judged by the same target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -162,12 +165,13 @@ def _batch_for(group: list[Measured], wanted: float,
     return next(m for m in group if m.tokens_per_s >= BATCH_SLACK * fastest)
 
 
-def probe(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int,
-          device: torch.device, autocast: Callable[[str], Any]) -> list[Measured]:
-    """Tokens/s of a few real training steps of each shape (LSTM, the run's embedding and
-    window), cached per machine (module docstring). `autocast(precision)` is the context
-    the trainer computes in."""
-    key = _cache_key(shapes, vocab_size, embedding_dim, seq_len, device)
+def probe(shapes: list[Shape], model: ModelConfig, seq_len: int, device: torch.device,
+          autocast: Callable[[str], Any]) -> list[Measured]:
+    """Tokens/s of a few real training steps of each shape: the run's model (`model`: cell,
+    layers, vocabulary, embedding, dropout; its hidden size replaced by each shape's) on
+    windows of `seq_len`, cached per machine (module docstring). `autocast(precision)` is the
+    context the trainer computes in."""
+    key = _cache_key(shapes, model, seq_len, device)
     path = Path(os.environ.get("LYRICGEN_CACHE", Path.home() / ".cache" / "lyricgen")) / \
         f"probe-{key}.json"
     if path.is_file():
@@ -175,20 +179,20 @@ def probe(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int
         return [Measured(Shape(**row["shape"]), row["tokens_per_s"], row["parameters"])
                 for row in cached]
     busy = os.getloadavg()[0] > len(os.sched_getaffinity(0))
-    results = [_measure(shape, vocab_size, embedding_dim, seq_len, device, autocast)
-               for shape in shapes]
+    results = [_measure(shape, dataclasses.replace(model, hidden_size=shape.hidden), seq_len,
+                        device, autocast) for shape in shapes]
     if not (busy or os.getloadavg()[0] > len(os.sched_getaffinity(0))):
         atomic_write_json(path, [asdict(m) for m in results])
     return results
 
 
-def _measure(shape: Shape, vocab_size: int, embedding_dim: int, seq_len: int,
-             device: torch.device, autocast: Callable[[str], Any]) -> Measured:
+def _measure(shape: Shape, config: ModelConfig, seq_len: int, device: torch.device,
+             autocast: Callable[[str], Any]) -> Measured:
     generator = torch.Generator().manual_seed(0)
-    model = RnnLM(ModelConfig("lstm", vocab_size, embedding_dim, shape.hidden)).to(device)
+    model = RnnLM(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3,
                                   fused=device.type in ("cpu", "cuda"))
-    data = torch.randint(vocab_size, (shape.batch, seq_len + 1), generator=generator)
+    data = torch.randint(config.vocab_size, (shape.batch, seq_len + 1), generator=generator)
     inputs, targets = data[:, :-1].to(device), data[:, 1:].to(device)
     started = 0.0
     for step in range(WARMUP_STEPS + TIMED_STEPS):
@@ -197,7 +201,8 @@ def _measure(shape: Shape, vocab_size: int, embedding_dim: int, seq_len: int,
             started = time.perf_counter()
         with autocast(shape.precision):
             logits, _ = model(inputs)
-            loss = F.cross_entropy(logits.reshape(-1, vocab_size).float(), targets.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, config.vocab_size).float(),
+                                   targets.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -212,14 +217,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cache_key(shapes: list[Shape], vocab_size: int, embedding_dim: int, seq_len: int,
+def _cache_key(shapes: list[Shape], model: ModelConfig, seq_len: int,
                device: torch.device) -> str:
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
         hardware = _cpu_description()
-    text = json.dumps([hardware, torch.__version__, torch.get_num_threads(), vocab_size,
-                       embedding_dim, seq_len, [asdict(s) for s in shapes]])
+    described = {k: v for k, v in model.to_dict().items() if k != "hidden_size"}
+    text = json.dumps([hardware, torch.__version__, torch.get_num_threads(), described,
+                       seq_len, [asdict(s) for s in shapes]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

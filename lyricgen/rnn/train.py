@@ -180,9 +180,7 @@ class Trainer:
         self.config = config = self._resolve_shape(resume)
         self.batches = self._make_batches()
         torch.manual_seed(config.seed)
-        self.model_config = ModelConfig(
-            config.arch, len(self.vocab), config.embedding_dim, config.hidden_size,
-            config.num_layers, config.dropout, config.tie_weights)
+        self.model_config = self._model_config(config.hidden_size)
         self.model = RnnLM(self.model_config).to(self.device)
         if self.dist.rank:  # same initial weights everywhere, own dropout masks
             torch.manual_seed(config.seed + 7919 * self.dist.rank)
@@ -246,11 +244,17 @@ class Trainer:
             if config.hidden_size is not None and not shapes:  # an explicit unusual size
                 shapes = [autoshape.Shape(config.hidden_size, b, p) for p in precisions
                           for b in (CPU_BATCH if self.device.type == "cpu" else GPU_BATCH)]
-            measured = probe(shapes, len(self.vocab), config.embedding_dim, config.seq_len,
+            measured = probe(shapes, self._model_config(DEFAULT_HIDDEN), config.seq_len,
                              self.device, self._autocast_for)
             choice = choose(measured, config.max_minutes * 60.0, self.dist.world_size,
                             data_tokens=self.train_tokens, epochs=config.epochs).to_dict()
         return dist.all_gather_object(choice, self.dist)[0]
+
+    def _model_config(self, hidden_size: int) -> ModelConfig:
+        """The run's model (cell, layers, vocabulary, ...) at `hidden_size`."""
+        config = self.config
+        return ModelConfig(config.arch, len(self.vocab), config.embedding_dim, hidden_size,
+                           config.num_layers, config.dropout, config.tie_weights)
 
     def _load_resume_point(self) -> dict[str, Any] | None:
         if self.is_main:
