@@ -13,7 +13,7 @@ budget). Prints, side by side, the chosen shape, steps, epochs, tokens/s, valid 
 the run stopped, and the difference auto - fixed per precision.
 
     .venv/bin/python bench/rnn_autoshape.py [--minutes 10] [--threads 2] [--only fp32]
-        [--corpus DIR] [--json FILE]
+        [--fixed HIDDEN:BATCH ...] [--skip-auto] [--corpus DIR] [--json FILE]
 
 Run it on a quiet machine (a busy one changes both the probe and the runs). It prints the
 device it ran on (the CPU's model and whether it has bf16 instructions, or the GPU) with the
@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from lyricgen.precision import cpu_has_native_bf16
+from lyricgen.rnn.autoshape import cpu_info
 from lyricgen.rnn.config import TrainConfig
 from lyricgen.rnn.train import Trainer
 
@@ -52,15 +53,9 @@ def device_description() -> str:
         return (f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, "
                 f"torch {torch.__version__})")
     bf16 = "with" if cpu_has_native_bf16() else "without"
-    return (f"{_cpu_model() or platform.processor() or 'CPU'}, {len(os.sched_getaffinity(0))} "
-            f"usable cores, {bf16} bf16 instructions (torch {torch.__version__})")
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return ""
+    model = cpu_info().get("model name") or platform.processor() or "CPU"
+    return (f"{model}, {len(os.sched_getaffinity(0))} usable cores, {bf16} bf16 "
+            f"instructions (torch {torch.__version__})")
 
 
 def train(precision: str, minutes: float, shape: tuple[int, int] | None, corpus: Path,

@@ -193,3 +193,11 @@ def test_explicit_sizes_or_no_budget_never_probe(fake_probe: list[int],
     assert fake_probe == []
     assert (explicit.config.hidden_size, explicit.config.batch_size) == (20, 2)
     assert (no_budget.config.hidden_size, no_budget.config.batch_size) == (384, 16)
+
+
+def test_cpu_info_reads_only_the_fields_asked_for() -> None:
+    """The probe's cache key and the bench's device line read the CPU through one helper."""
+    info = autoshape.cpu_info(("model name",))
+    assert set(info) <= {"model name"}
+    if Path("/proc/cpuinfo").is_file():
+        assert info["model name"] and "flags" in autoshape.cpu_info()

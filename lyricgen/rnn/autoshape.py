@@ -222,18 +222,20 @@ def _cache_key(shapes: list[Shape], model: ModelConfig, seq_len: int,
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
-        hardware = _cpu_description()
+        cpu = cpu_info()
+        hardware = json.dumps(cpu) if cpu else platform.processor()
     described = {k: v for k, v in model.to_dict().items() if k != "hidden_size"}
     text = json.dumps([hardware, torch.__version__, torch.get_num_threads(), described,
                        seq_len, [asdict(s) for s in shapes]], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _cpu_description() -> str:
-    """The CPU's model name and flags (two machines of one kind may differ: ml-stack notes)."""
+def cpu_info(fields: tuple[str, ...] = ("model name", "flags")) -> dict[str, str]:
+    """`fields` of the first CPU in /proc/cpuinfo (two machines of one kind may differ:
+    ml-stack notes); empty where the file cannot be read."""
     try:
         info = Path("/proc/cpuinfo").read_text(encoding="utf-8").split("\n\n")[0]
     except OSError:
-        return platform.processor()
-    wanted = ("model name", "flags")
-    return "|".join(line for line in info.splitlines() if line.split(":")[0].strip() in wanted)
+        return {}
+    pairs = (line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs if key.strip() in fields}
