@@ -9,11 +9,14 @@ bf16 instructions, or on CUDA), two `--minutes` runs on DISCO train, scored on v
   tokens-per-parameter rule pick them for the precision and this machine.
 
 Every other param is the kind's default (`epochs` 30 too: a fast GPU reaches it before the
-budget). Prints, side by side, the chosen shape, steps, epochs, tokens/s, valid bpc and why
-the run stopped, and the difference auto - fixed per precision.
+budget) unless `--param KEY=VALUE` (a YAML value, repeatable) sets it for every run, e.g.
+`--param level=bpe --param tie_weights=true`. Prints, side by side, the chosen shape, steps,
+epochs, tokens/s, valid bpc and why the run stopped, and the difference auto - fixed per
+precision. `--only auto` runs `precision: auto` (the probe then also picks the precision).
 
     .venv/bin/python bench/rnn_autoshape.py [--minutes 10] [--threads 2] [--only fp32]
-        [--fixed HIDDEN:BATCH ...] [--skip-auto] [--corpus DIR] [--json FILE]
+        [--fixed HIDDEN:BATCH ...] [--skip-auto | --skip-fixed] [--param KEY=VALUE ...]
+        [--corpus DIR] [--json FILE]
 
 Run it on a quiet machine (a busy one changes both the probe and the runs). It prints the
 device it ran on (the CPU's model and whether it has bf16 instructions, or the GPU) with the
@@ -29,8 +32,10 @@ import os
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 from lyricgen.precision import cpu_has_native_bf16
 from lyricgen.rnn.autoshape import cpu_info
@@ -59,12 +64,13 @@ def device_description() -> str:
 
 
 def train(precision: str, minutes: float, shape: tuple[int, int] | None, corpus: Path,
-          out: Path) -> dict:
-    """One run with the kind's defaults (epochs 30 included); `shape` None: the auto shape."""
+          out: Path, params: dict[str, Any]) -> dict:
+    """One run with the kind's defaults (epochs 30 included) but `params`; `shape` None: the
+    auto shape."""
     sizes = {"hidden_size": shape[0], "batch_size": shape[1]} if shape else {}
     config = TrainConfig.from_params({
         "data": str(corpus / "train.txt"), "valid_data": str(corpus / "valid.txt"),
-        "max_minutes": minutes, "precision": precision, "device": "auto", **sizes})
+        "max_minutes": minutes, "precision": precision, "device": "auto", **params, **sizes})
     return Trainer(config, out, progress_bar=False).fit().metrics
 
 
@@ -78,29 +84,43 @@ def fixed_shape(text: str) -> tuple[int, int]:
     return int(hidden), int(batch)
 
 
+def param(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as YAML (true, 0.2, bpe)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=("fp32", "bf16"), default=None)
+    parser.add_argument("--only", choices=("fp32", "bf16", "fp16", "auto"), default=None)
     parser.add_argument("--corpus", type=Path, default=DISCO)
     parser.add_argument("--fixed", type=fixed_shape, action="append", metavar="HIDDEN:BATCH",
                         help="fixed shapes to run (repeatable; default 384:16, the recipe)")
-    parser.add_argument("--skip-auto", action="store_true", help="run the fixed shapes only")
+    skip = parser.add_mutually_exclusive_group()
+    skip.add_argument("--skip-auto", action="store_true", help="run the fixed shapes only")
+    skip.add_argument("--skip-fixed", action="store_true", help="run the auto shape only")
+    parser.add_argument("--param", type=param, action="append", default=[],
+                        metavar="KEY=VALUE", help="a train-rnn param for every run")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = device_description()
     print(f"device: {device}", flush=True)
-    recipes = [("fixed", shape) for shape in args.fixed or [(384, 16)]]
+    recipes = [] if args.skip_fixed else [("fixed", shape) for shape in args.fixed or [(384, 16)]]
     recipes += [] if args.skip_auto else [("auto", None)]
+    params = dict(args.param)
     rows = []
     for precision in [args.only] if args.only else precisions():
         for recipe, shape in recipes:
             with tempfile.TemporaryDirectory() as folder:
-                metrics = train(precision, args.minutes, shape, args.corpus, Path(folder))
+                metrics = train(precision, args.minutes, shape, args.corpus, Path(folder),
+                                params)
             final = metrics["final"]
-            rows.append({"precision": precision, "recipe": recipe,
+            rows.append({"asked": precision, "precision": metrics["precision"], "recipe": recipe,
                          "hidden": metrics["params"]["hidden_size"],
                          "batch": metrics["params"]["batch_size"], "steps": final["step"],
                          "epochs": round(final["epoch"], 2),
@@ -109,19 +129,19 @@ def main() -> None:
                          "reason": (metrics.get("auto_shape") or {}).get("reason", "")})
             print(rows[-1], flush=True)
     print(f"\n{device}: {args.minutes:g} min per run, threads {args.threads}, load "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{os.getloadavg()[0]:.1f}{'; params ' + str(params) if params else ''}")
     print(f"{'precision':10}{'recipe':8}{'hidden':>8}{'batch':>7}{'steps':>8}{'epochs':>8}"
           f"{'tok/s':>11}{'valid bpc':>11}  stop")
     for row in rows:
         print(f"{row['precision']:10}{row['recipe']:8}{row['hidden']:>8}{row['batch']:>7}"
               f"{row['steps']:>8}{row['epochs']:>8.2f}{_number(row['tokens_per_s'], ',.0f'):>11}"
               f"{_number(row['valid_bpc'], '.4f'):>11}  {row['stop']}")
-    for precision in dict.fromkeys(row["precision"] for row in rows):
-        auto = [row for row in rows if row["precision"] == precision and row["recipe"] == "auto"]
-        for fixed in (row for row in rows
-                      if row["precision"] == precision and row["recipe"] == "fixed" and auto):
+    for asked in dict.fromkeys(row["asked"] for row in rows):
+        runs = [row for row in rows if row["asked"] == asked]
+        auto = [row for row in runs if row["recipe"] == "auto"]
+        for fixed in (row for row in runs if row["recipe"] == "fixed" and auto):
             if auto[0]["valid_bpc"] is not None and fixed["valid_bpc"] is not None:
-                print(f"{precision}: auto - fixed {fixed['hidden']}/{fixed['batch']} = "
+                print(f"{asked}: auto - fixed {fixed['hidden']}/{fixed['batch']} = "
                       f"{auto[0]['valid_bpc'] - fixed['valid_bpc']:+.4f} bpc")
     if args.json:
         args.json.write_text(json.dumps({"device": device, "minutes": args.minutes,

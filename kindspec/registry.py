@@ -187,7 +187,10 @@ TRAIN_RNN = Kind(
         "valid_data": _p("path", None, "validation text (same format); null: no validation",
                          nullable=True, input="file"),
         "arch": _p("str", "lstm", "recurrent cell", choices=("rnn", "lstm", "gru")),
-        "level": _p("str", "char", "token level", choices=("char", "word")),
+        "level": _p("str", "char", "token level: characters, BPE subwords learned from data, or "
+                                   "words", choices=("char", "bpe", "word")),
+        "vocab_size": _p("int", 1024, "bpe level: subword vocabulary size (the marker, the "
+                                      "characters seen, then learned merges)", min=8),
         "epochs": _p("int", 30, "passes over the data (each token once per pass)", min=1),
         "hidden_size": _p("int", None, "recurrent state size; null: 384, or with max_minutes at "
                                        "char level the size a short probe of this machine "

@@ -8,6 +8,11 @@ all of the file's information -- song texts and song boundaries -- each in its o
 - char RNN (train-rnn checkpoint, level char): the model is first fed the song-start context
   (marker + line break, what precedes every song in the data), then every character of the
   text is scored, markers included.
+- subword RNN (level bpe): the same, over the BPE tokens the training text taught
+  (lyricgen.rnn.vocab); a token is the exact text it covers, so nothing is free, and a
+  character the training text never had is one `<unk>` token charged its spelling as below.
+  Scoring one tokenisation of the text is an upper bound on the model's probability of the
+  text (other tokenisations of it also have some), so the figure is honest, if slightly high.
 - word RNN (level word): the same, over word tokens (words, punctuation, line breaks, the marker
   as one token). Spaces are not tokens: they come back by rule (lyricgen.rnn.vocab; 99.3 % of
   DISCO lines round-trip), so they cost nothing. An unknown word is scored as `<unk>`, which

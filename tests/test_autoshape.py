@@ -101,11 +101,76 @@ def test_an_h200_with_a_small_corpus_takes_hidden_512_at_batch_16() -> None:
     assert bigger.shape == Shape(1024, 16, "bf16")
 
 
+# Two fresh probes of this session's H200 (torch 2.11, cuDNN), tokens/s by hidden and batch 16
+# / 32 for each precision: at these batches a step is a few kernel launches, and the two
+# precisions swapped places between the probes.
+H200_PROBES = [
+    {"bf16": {384: (256_469, 445_633), 512: (269_479, 496_384), 768: (218_436, 450_222),
+              1024: (228_625, 417_052)},
+     "fp32": {384: (290_776, 504_715), 512: (261_231, 467_227), 768: (254_853, 508_652),
+              1024: (254_998, 439_605)}},
+    {"bf16": {384: (252_670, 483_458), 512: (232_391, 448_914), 768: (253_244, 470_837),
+              1024: (207_691, 431_475)},
+     "fp32": {384: (325_989, 504_311), 512: (270_478, 549_511), 768: (231_725, 438_708),
+              1024: (270_098, 478_754)}}]
+
+
+def test_a_precision_that_does_not_pay_is_not_taken() -> None:
+    """bf16 that is not clearly faster than fp32 (the H200 at batch 16: a tie, ranked both
+    ways by two probes) leaves fp32; the same hidden and batch come out of both probes."""
+    for probe in H200_PROBES:
+        measured = [Measured(Shape(h, b, precision), rate, H200_PARAMS[h])
+                    for precision, rates in probe.items() for h, pair in rates.items()
+                    for b, rate in zip((16, 32), pair, strict=True)]
+        assert choose(measured, TEN_MINUTES, **DISCO).shape == Shape(512, 16, "fp32")
+    faster = _measured({(384, 16, "bf16"): 36_000, (384, 16, "fp32"): 30_000})
+    assert choose(faster, TEN_MINUTES, **DISCO).shape.precision == "bf16"  # 1.2x: it pays
+    tie = _measured({(384, 16, "bf16"): 35_000, (384, 16, "fp32"): 30_000})
+    assert choose(tie, TEN_MINUTES, **DISCO).shape.precision == "fp32"
+
+
 def test_a_longer_budget_buys_a_bigger_model() -> None:
     rates = {(256, 16, "bf16"): 80_000, (384, 16, "bf16"): 50_000, (512, 16, "bf16"): 25_000}
     big = {"data_tokens": 10**9, "epochs": 30}
     assert choose(_measured(rates), 60 * 60.0, **big).shape.hidden == 512
     assert choose(_measured(rates), 2 * 60.0, **big).shape.hidden == 256
+
+
+def test_a_bpe_run_is_judged_by_the_characters_it_reads() -> None:
+    """At bpe level a token stands for several characters: the rule fitted on characters
+    counts the text read, so a shape reading 2.5 characters per token is judged exactly as a
+    char shape reading 2.5 times the tokens of a 2.5 times longer token stream."""
+    per_token = {(256, 16, "fp32"): 21_000, (384, 16, "fp32"): 15_000,
+                 (512, 16, "fp32"): 10_000, (384, 32, "fp32"): 17_000}
+    bpe = choose(_measured(per_token), TEN_MINUTES, data_tokens=816_000, epochs=30,
+                 chars_per_token=2.5)
+    as_chars = choose(_measured({k: 2.5 * v for k, v in per_token.items()}), TEN_MINUTES,
+                      data_tokens=2_040_000, epochs=30)
+    assert bpe.shape == as_chars.shape
+    assert ([row["tokens_per_parameter"] for row in bpe.table]
+            == [row["tokens_per_parameter"] for row in as_chars.table])
+    assert "M characters" in bpe.reason and "M characters" not in as_chars.reason
+    counted_as_tokens = choose(_measured(per_token), TEN_MINUTES, data_tokens=816_000,
+                               epochs=30)
+    assert counted_as_tokens.shape.hidden < bpe.shape.hidden  # fewer "tokens": a smaller model
+
+
+def test_the_probe_times_rounds_until_enough_time_passed(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Steps of milliseconds (a GPU's, or this tiny model's) are timed over many rounds."""
+    steps: list[str] = []
+
+    def counting(precision: str):
+        steps.append(precision)
+        return torch.autocast("cpu", enabled=False)
+
+    monkeypatch.setattr(autoshape, "MIN_TIMED_S", 0.2)
+    measured = autoshape._measure(Shape(8, 2, "fp32"), dataclasses.replace(LSTM_30,
+                                                                        hidden_size=8),
+                                  8, torch.device("cpu"), counting)
+    timed = len(steps) - autoshape.WARMUP_STEPS
+    assert timed > autoshape.TIMED_STEPS and timed % autoshape.TIMED_STEPS == 0
+    assert measured.tokens_per_s > 0
 
 
 def test_probe_is_cached_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

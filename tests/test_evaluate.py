@@ -32,7 +32,7 @@ def uniform_model(vocab_size: int) -> RnnLM:
     return model
 
 
-@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("level", ["char", "bpe", "word"])
 @pytest.mark.parametrize("streams", [1, 32])
 def test_uniform_model_gives_log2_vocab_per_token(text, level, streams):
     vocab = Vocab.build(text, level, min_count=1)

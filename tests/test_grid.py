@@ -265,6 +265,36 @@ def tiny_rnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
+def test_a_bpe_rnn_writes_free_text_and_verse(tmp_path: Path) -> None:
+    """A subword RNN (3 steps on real verse) through the kind: free cells, and verse whose
+    every finished line scans (its tokens are the exact text they cover, as a LLaMA's)."""
+    import torch
+
+    from lyricgen.rnn.train import run as train_rnn
+
+    torch.set_num_threads(1)
+    model = tmp_path / "bpe"
+    model.mkdir()
+    train_rnn({"data": str(DISCO_VALID), "level": "bpe", "vocab_size": 300, "arch": "gru",
+               "hidden_size": 32, "embedding_dim": 16, "batch_size": 8, "seq_len": 32,
+               "max_steps": 3, "epochs": 1, "warmup_steps": 0, "device": "cpu"},
+              RunContext(kind="train-rnn", out_dir=model))
+    free = _params(model, temperatures=[0.0, 1.0], samples=1, max_tokens=20, batch_size=64)
+    summary = grid_mod.run(free, RunContext(kind="generate-grid", out_dir=tmp_path / "free"))
+    grid = json.loads((tmp_path / "free" / "grid.json").read_text("utf-8"))
+    assert summary["model_kind"] == "rnn" and summary["cells"] == 6
+    assert all(c["text"] and "<unk>" not in c["text"] for c in grid["cells"])
+    verse = _params(model, temperatures=[0.8], samples=1, max_tokens=40, scheme="AA bb",
+                    syllables=6, candidates=3, prompts=["Bajo la luna", ""])
+    summary = grid_mod.run(verse, RunContext(kind="generate-grid", out_dir=tmp_path / "verse"))
+    grid = json.loads((tmp_path / "verse" / "grid.json").read_text("utf-8"))
+    forced = summary["verse_lines_forced"]
+    for cell in grid["cells"]:
+        assert cell["verse"]["counts"]["text_lines"] == 4, cell["text"]
+        assert cell["verse"]["counts"]["on_meter"] >= 4 - forced
+
+
 def _write_config(path: Path, kind: str, out_dir: Path, params: list[dict[str, Any]]) -> Path:
     tasks = [{"index": i, "params": p, "matrix": {}} for i, p in enumerate(params)]
     path.write_text(json.dumps({"schema": 1, "kind": kind, "job": kind, "run_id": "test",

@@ -40,8 +40,9 @@ def lyricgen(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
-def test_train_then_evaluate_through_the_cli(tmp_path):
-    config = write_config(tmp_path, level="word", arch="lstm", min_count=1)
+@pytest.mark.parametrize("level", ["word", "bpe"])
+def test_train_then_evaluate_through_the_cli(tmp_path, level):
+    config = write_config(tmp_path, level=level, arch="lstm", min_count=1, vocab_size=200)
     done = lyricgen("train-rnn", "--config", str(config))
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out"
@@ -56,7 +57,7 @@ def test_train_then_evaluate_through_the_cli(tmp_path):
                       str(tmp_path / "valid.txt"), "--json")
     assert report.returncode == 0, report.stderr
     figures = json.loads(report.stdout)
-    assert figures["level"] == "word" and figures["chars"] == 2000
+    assert figures["level"] == level and figures["chars"] == 2000
     assert figures["bpc"] == pytest.approx(metrics["best"]["bpc"], rel=1e-6)
 
 

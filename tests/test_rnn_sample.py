@@ -1,4 +1,5 @@
-"""lyricgen.rnn.sample.RnnGenerator: batched == per-row greedy, ragged prompts, marker stop."""
+"""lyricgen.rnn.sample.RnnGenerator: batched == per-row greedy, ragged prompts, marker stop,
+bpe prompt healing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ PROMPTS = ["Amor", "", "¿Qué es esto, Entendimiento? ¿Qué revuelta", "y"]
 
 def random_generator(level: str, arch: str = "lstm", seed: int = 0) -> RnnGenerator:
     text = (DISCO / "valid.txt").read_text(encoding="utf-8")[:4000]
-    vocab = Vocab.build(text, level, min_count=1)
+    vocab = Vocab.build(text, level, min_count=1, vocab_size=300)
     torch.manual_seed(seed)
     model = RnnLM(ModelConfig(arch, len(vocab), 8, 16, num_layers=2))
     with torch.no_grad():  # sharper, chaotic random weights: greedy paths depend on prompts
@@ -30,7 +31,7 @@ def random_generator(level: str, arch: str = "lstm", seed: int = 0) -> RnnGenera
     return RnnGenerator(model, vocab, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("level", ["char", "bpe", "word"])
 @pytest.mark.parametrize("arch", ["rnn", "gru", "lstm"])
 def test_batched_greedy_equals_each_prompt_alone(level, arch):
     generator = random_generator(level, arch)
@@ -69,6 +70,32 @@ def test_word_marker_stops_each_row():
     assert generator.generate(["a", "b"], [0.0, 1.0], max_tokens=10) == ["", ""]
     kept = generator.generate(["a"], [0.0], max_tokens=3, stop_at_marker=False)[0]
     assert kept.split() == [MARKER] * 3
+
+
+def bpe_generator(favourite: str) -> RnnGenerator:
+    """A random bpe model whose every step strongly prefers the token `favourite`."""
+    vocab = Vocab.build("Bajo la luna lunera, la luz.\n" * 50 + MARKER + "\n", "bpe",
+                        vocab_size=60)
+    model = RnnLM(ModelConfig("gru", len(vocab), 8, 16))
+    with torch.no_grad():
+        model.decoder.bias[vocab.stoi[favourite]] = 100.0
+    return RnnGenerator(model, vocab, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("Bajo la lu", "na luna"),  # " lu" taken back: " luna" redone, then " luna" again
+    ("Bajo la ", "luna luna"),
+    ("Bajo la luna", " luna luna"),  # no longer token begins with " luna": nothing to heal
+])
+def test_bpe_heals_a_prompt_that_stops_inside_a_token(prompt, expected):
+    generator = bpe_generator(" luna")
+    assert generator.vocab.tokenize("Bajo la luna")[-1] == " luna"
+    assert generator.generate([prompt], [0.0], max_tokens=2, stop_at_marker=False) == [expected]
+
+
+def test_bpe_healing_keeps_the_prompt_when_nothing_extends_it():
+    generator = bpe_generator(",")
+    assert generator.generate(["la luz."], [0.0], max_tokens=1, stop_at_marker=False) == [","]
 
 
 @pytest.fixture(scope="module")

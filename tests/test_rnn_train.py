@@ -193,6 +193,16 @@ def test_word_level_trains_and_reports_bpc(corpus, tmp_path):
     assert metrics["vocab_size"] > 100 and metrics["final"]["val_bpc"] > 0
 
 
+def test_bpe_level_reads_fewer_tokens_and_reports_bpc_per_character(corpus, tmp_path):
+    metrics = Trainer(tiny(corpus, level="bpe", vocab_size=150, epochs=1), tmp_path,
+                      progress_bar=False).fit().metrics
+    text = Path(corpus[0]).read_text(encoding="utf-8")
+    assert metrics["vocab_size"] == 150 and metrics["tokens_per_epoch"] < len(text) / 1.5
+    assert 0 < metrics["final"]["val_bpc"] < math.log2(150)  # per character, not per token
+    vocab = json.loads((tmp_path / "checkpoint/vocab.json").read_text(encoding="utf-8"))
+    assert vocab["level"] == "bpe" and vocab["tokenizer"]  # evaluate never trains it again
+
+
 @pytest.mark.parametrize("params, key", [
     ({"data": "x", "hidden": 3}, "hidden"),
     ({"data": "x", "arch": "transformer"}, "arch"),

@@ -1,4 +1,4 @@
-"""lyricgen.rnn.vocab: char/word tokenisation, detokenisation, JSON round trips."""
+"""lyricgen.rnn.vocab: char/bpe/word tokenisation, detokenisation, JSON round trips."""
 
 from __future__ import annotations
 
@@ -24,6 +24,54 @@ def test_char_round_trip_on_real_text():
     assert len(vocab.encode(text)) == len(text)
     assert vocab.encode("☃")[0] == 0  # unseen character -> <unk>
     assert len(vocab.marker_ids) == len(MARKER)
+
+
+def test_bpe_round_trip_and_compression_on_real_text():
+    train = (DISCO / "train.txt").read_text(encoding="utf-8")[:400_000]
+    valid = (DISCO / "valid.txt").read_text(encoding="utf-8")
+    vocab = Vocab.build(train, "bpe", vocab_size=512)
+    assert len(vocab) == 512 and vocab.itos[:2] == [UNK, MARKER]
+    ids = vocab.encode(valid)
+    assert "".join(vocab.tokenize(valid)) == valid  # unknown characters stay themselves
+    known = "".join(ch for ch in valid if ch in vocab.stoi or ch == "\n")
+    assert vocab.decode(vocab.encode(known)) == known
+    assert len(valid) / len(ids) > 2.0  # what makes the level pay: fewer steps per character
+    assert vocab.marker_ids == [1] and vocab.song_start_ids == [1, vocab.stoi["\n"]]
+    assert vocab.encode("☃") == [0]
+    songs = train.split(MARKER)[:50]
+    assert vocab.encode_all(songs) == [vocab.encode(song) for song in songs]
+
+
+def test_bpe_pieces_never_cross_words_or_lines():
+    vocab = Vocab.build(SONG * 20, "bpe", vocab_size=200)
+    tokens = vocab.tokenize(SONG)
+    assert all(" " not in token.rstrip(" ")[1:] for token in tokens)  # at most a leading space
+    assert all(token == "\n" or "\n" not in token for token in tokens)
+    assert MARKER in tokens  # the marker is one token
+    assert vocab.decode(vocab.encode(SONG)) == SONG
+
+
+def test_bpe_prefix_of_ids_decodes_to_prefix_of_text():
+    vocab = Vocab.build(SONG * 5, "bpe", vocab_size=120)
+    ids = vocab.encode(SONG)
+    assert all(SONG.startswith(vocab.decode(ids[:cut])) for cut in range(len(ids) + 1))
+
+
+def test_bpe_json_round_trip_needs_no_training_text():
+    vocab = Vocab.build(SONG * 5, "bpe", vocab_size=100, lowercase=True)
+    again = Vocab.from_dict(json.loads(json.dumps(vocab.to_dict())))
+    assert again.itos == vocab.itos and again.level == "bpe" and again.lowercase
+    assert again.encode("HOLA mundo\n" + MARKER) == vocab.encode("hola mundo\n" + MARKER)
+    assert again.encode(SONG) == vocab.encode(SONG)
+    assert again.encode_all(["HOLA mundo", SONG]) == [vocab.encode("hola mundo"),
+                                                      vocab.encode(SONG)]
+    assert "".join(vocab.tokenize("HOLA")) == "hola"  # tokens cover the lowercased text
+
+
+def test_bpe_build_is_deterministic():
+    text = (DISCO / "valid.txt").read_text(encoding="utf-8")
+    assert (Vocab.build(text, "bpe", vocab_size=300).to_dict()
+            == Vocab.build(text, "bpe", vocab_size=300).to_dict())
 
 
 def test_word_tokens_marker_lines_punctuation():

@@ -1,11 +1,13 @@
 """train-rnn picks its model and batch shape for the machine it lands on (hidden_size and
-batch_size left null, a `max_minutes` budget, char level).
+batch_size left null, a `max_minutes` budget, char or bpe level).
 
 1. Probe (`probe`): a few real training steps (forward, backward, fused AdamW, the run's
    precision) of each candidate shape on this device, on random tokens of the run's vocabulary
-   size: tokens per second. 10-30 s on a 2-core CPU; cached per machine in
-   $LYRICGEN_CACHE (default ~/.cache/lyricgen)/probe-<key>.json, the key naming the CPU (model
-   and flags) or GPU, torch, threads, vocabulary size, window and candidates. Pitfall: other
+   size: tokens per second, over rounds of TIMED_STEPS steps until MIN_TIMED_S have passed (a
+   GPU step takes milliseconds: one round of four once ranked the H200's shapes by noise).
+   10-30 s on a 2-core CPU; cached per machine in $LYRICGEN_CACHE (default
+   ~/.cache/lyricgen)/probe-<key>.json, the key naming the CPU (model and flags) or GPU,
+   torch, threads, vocabulary size, window and candidates. Pitfall: other
    processes slow the probe as much as the run; a probe taken while the load average exceeds
    the usable cores is used for that run but not cached (delete the file to measure again).
 2. Rule (`choose`, deterministic given the probe and the data size):
@@ -29,12 +31,18 @@ batch_size left null, a `max_minutes` budget, char level).
      10-minute CPU run; on the H200, 512 at batch 32 ended 0.008 behind batch 16 after more
      epochs), so it is taken only when the model needs its speed: on a GPU speed grows almost
      linearly with the batch, and a small corpus runs out at batch 16 already;
-   - precision: the faster of the candidates' at the chosen shape (when `precision: auto`).
+   - precision (when `precision: auto`): bf16/fp16 at the chosen shape only when it is at
+     least LOW_PRECISION_GAIN times as fast as fp32, else fp32, the exact arithmetic. On an
+     H200 at batch 16 both run at the speed of kernel launches: two fresh probes ranked them
+     both ways (within 15 %), so "the faster" was a coin toss; on AVX512-BF16 cores bf16 is
+     1.6x as fast and wins.
 3. The choice and the probe's numbers go to the log and metrics.json (`auto_shape`); the
    checkpoint stores the resolved params, so evaluate, generate and resume never probe again.
 
-Without a budget the recipe's shape is used (DEFAULT_HIDDEN, DEFAULT_BATCH), and so at word
-level, where the parameters sit in the embedding and the rule was not fitted. The rule was
+At bpe level the rule counts characters, not tokens (`chars_per_token`): the text a shape reads
+in the budget, what the char-level fit measured. Without a budget the recipe's shape is used
+(DEFAULT_HIDDEN, DEFAULT_BATCH), and so at word level, where the parameters sit in the
+embedding and the rule was not fitted. The rule was
 fitted on one-layer LSTMs; a GRU, an Elman RNN or stacked layers are probed as the run builds
 them (their own speed and parameter count) and judged by the same target.
 """
@@ -63,10 +71,12 @@ DEFAULT_HIDDEN, DEFAULT_BATCH = 384, 16
 TOKENS_PER_PARAM = 20.0  # effective training tokens per model parameter (module docstring)
 REPEAT_SCALE = 15.4  # R*: repeats of the data beyond which more are worth little
 BATCH_SLACK = 0.8  # short of the tokens, a bigger batch must be >= 1 / 0.8 times as fast
+LOW_PRECISION_GAIN = 1.2  # bf16/fp16 must be this much faster than fp32 to be taken
 BUDGET_EFFICIENCY = 0.92  # share of the wall clock that trains (validation, checkpoints)
 CPU_HIDDEN, CPU_BATCH = (256, 384, 512), (16, 32)
 GPU_HIDDEN, GPU_BATCH = (384, 512, 768, 1024), (16, 32, 64, 128, 256)
 WARMUP_STEPS, TIMED_STEPS = 2, 4
+MIN_TIMED_S = 0.25  # a GPU step takes milliseconds: time at least this long per shape
 
 
 @dataclass(frozen=True)
@@ -103,39 +113,50 @@ def candidates(device: torch.device, precisions: Iterable[str], world_size: int
 
 
 def choose(measured: list[Measured], budget_s: float, world_size: int = 1, *,
-           data_tokens: int, epochs: int) -> Choice:
+           data_tokens: int, epochs: int, chars_per_token: float = 1.0) -> Choice:
     """The shape the rule above picks from probe results (tokens/s of one process) for a run
-    of at most `epochs` passes over `data_tokens` training tokens."""
+    of at most `epochs` passes over `data_tokens` training tokens of `chars_per_token`
+    characters each (bpe level: the rule counts the text read, not the steps taken)."""
     cap = float(data_tokens * epochs)
+    data_chars = data_tokens * chars_per_token
 
     def bought(m: Measured) -> float:
         return m.tokens_per_s * world_size * budget_s * BUDGET_EFFICIENCY
 
     def usable(m: Measured) -> float:
-        return effective_tokens(min(bought(m), cap), data_tokens)
+        return effective_tokens(min(bought(m), cap) * chars_per_token, data_chars)
 
     def distance(m: Measured) -> float:
         return abs(math.log(usable(m) / m.parameters / TOKENS_PER_PARAM))
 
-    most = effective_tokens(cap, data_tokens)
+    most = effective_tokens(cap * chars_per_token, data_chars)
     best_batch = [_batch_for(group, min(TOKENS_PER_PARAM * group[0].parameters, most), usable)
                   for group in _groups(measured)]
     by_hidden: dict[int, Measured] = {}
-    for m in sorted(best_batch, key=lambda m: m.tokens_per_s):
-        by_hidden[m.shape.hidden] = m  # the faster precision of each hidden size wins
+    for m in sorted(best_batch, key=_precision_score):
+        by_hidden[m.shape.hidden] = m  # per hidden size, the precision that pays wins
     pick = min(by_hidden.values(), key=lambda m: (distance(m), -m.tokens_per_s))
     capped = f", capped at {epochs} epochs" if bought(pick) > cap else ""
+    text = (f" ({min(bought(pick), cap) * chars_per_token / 1e6:.1f} M characters)"
+            if chars_per_token != 1.0 else "")
     worth = (f", worth {usable(pick) / 1e6:.1f} M new ones"
              if min(bought(pick), cap) > data_tokens else "")
     reason = (f"hidden {pick.shape.hidden}, batch {pick.shape.batch}, {pick.shape.precision}: "
               f"{pick.tokens_per_s:,.0f} tokens/s x {world_size} process(es) buys "
-              f"{bought(pick) / 1e6:.1f} M tokens in {budget_s / 60:g} min{capped}{worth} = "
-              f"{usable(pick) / pick.parameters:.0f} per parameter (target "
+              f"{bought(pick) / 1e6:.1f} M tokens in {budget_s / 60:g} min{capped}{text}"
+              f"{worth} = {usable(pick) / pick.parameters:.0f} per parameter (target "
               f"{TOKENS_PER_PARAM:g})")
     table = [{**asdict(m.shape), "tokens_per_s": round(m.tokens_per_s, 1),
               "parameters": m.parameters,
               "tokens_per_parameter": round(usable(m) / m.parameters, 1)} for m in measured]
     return Choice(pick.shape, reason, table)
+
+
+def _precision_score(m: Measured) -> tuple[float, bool]:
+    """Speed, a low precision's divided by LOW_PRECISION_GAIN (module docstring); on a tie
+    the low precision ranks higher (it reached the gain)."""
+    low = m.shape.precision != "fp32"
+    return m.tokens_per_s / (LOW_PRECISION_GAIN if low else 1.0), low
 
 
 def effective_tokens(tokens: float, data_tokens: int) -> float:
@@ -194,11 +215,7 @@ def _measure(shape: Shape, config: ModelConfig, seq_len: int, device: torch.devi
                                   fused=device.type in ("cpu", "cuda"))
     data = torch.randint(config.vocab_size, (shape.batch, seq_len + 1), generator=generator)
     inputs, targets = data[:, :-1].to(device), data[:, 1:].to(device)
-    started = 0.0
-    for step in range(WARMUP_STEPS + TIMED_STEPS):
-        if step == WARMUP_STEPS:
-            _sync(device)
-            started = time.perf_counter()
+    def step() -> None:
         with autocast(shape.precision):
             logits, _ = model(inputs)
             loss = F.cross_entropy(logits.reshape(-1, config.vocab_size).float(),
@@ -206,10 +223,18 @@ def _measure(shape: Shape, config: ModelConfig, seq_len: int, device: torch.devi
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    for _ in range(WARMUP_STEPS):
+        step()
     _sync(device)
-    seconds = time.perf_counter() - started
-    return Measured(shape, shape.batch * seq_len * TIMED_STEPS / seconds,
-                    count_parameters(model))
+    started, steps, seconds = time.perf_counter(), 0, 0.0
+    while seconds < MIN_TIMED_S:  # rounds of TIMED_STEPS, one GPU sync per round
+        for _ in range(TIMED_STEPS):
+            step()
+        steps += TIMED_STEPS
+        _sync(device)
+        seconds = time.perf_counter() - started
+    return Measured(shape, shape.batch * seq_len * steps / seconds, count_parameters(model))
 
 
 def _sync(device: torch.device) -> None:

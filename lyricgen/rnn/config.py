@@ -23,6 +23,7 @@ class TrainConfig:
     valid_data: str | None
     arch: str
     level: str
+    vocab_size: int
     epochs: int
     hidden_size: int | None  # None: lyricgen.rnn.autoshape (resolved by the Trainer)
     embedding_dim: int

@@ -9,10 +9,17 @@ training data, so an empty prompt starts a new song.
 Output contract (shared with LlamaGenerator): `generate` returns one string per row, the
 continuation only (the prompt is not repeated). With `stop_at_marker=True` a row ends when it
 produces the song marker; the marker and the whitespace before it are not returned. A row that
-reaches `max_tokens` (characters at char level, words/punctuation/line breaks at word level)
-is returned as is. At word level the continuation starts with the space that detokenisation
-puts between the prompt and the first new word, so `prompt + output` reads correctly.
-`<unk>` is never sampled.
+reaches `max_tokens` (characters at char level, subwords at bpe level, words/punctuation/line
+breaks at word level) is returned as is. At word level the continuation starts with the space
+that detokenisation puts between the prompt and the first new word, so `prompt + output` reads
+correctly. `<unk>` is never sampled.
+
+Bpe level heals the prompt's last token: a prompt that stops inside a word or after a space
+("Bajo la lu", "Quiero ") ends on a token the model rarely saw in that place (in the data
+" luna" is one token, and a space comes with the word after it). The last prompt token is
+taken back and the first new token must begin with its text, so the model itself completes it
+(" luna", " lunas", ...; it counts as one of `max_tokens`); the continuation still starts right
+after the prompt's text. Verse (`line_model`) reads prompts as they are: end them at a word.
 """
 
 from __future__ import annotations
@@ -59,7 +66,11 @@ class RnnGenerator:
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         prompt_ids = [self.vocab.encode(prompt) for prompt in prompts]
-        logits, hidden = self._read_prompts(prompt_ids)
+        healed = [self._heal(ids) for ids in prompt_ids]
+        logits, hidden = self._read_prompts([ids for ids, _ in healed])
+        for row, (_, allowed) in enumerate(healed):
+            if allowed is not None:
+                logits[row, ~allowed] = float("-inf")
         temps = torch.tensor(temperatures, dtype=torch.float32, device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         marker = self.vocab.marker_ids
@@ -77,8 +88,23 @@ class RnnGenerator:
             step_logits, hidden = self.model(
                 torch.tensor(chosen, device=self.device).unsqueeze(1), hidden)
             logits = step_logits[:, 0].float()
-        return [self._continuation(ids, out, stop_at_marker and finished, len(marker))
-                for ids, out, finished in zip(prompt_ids, outputs, done, strict=True)]
+        return [self._continuation(read, out, stop_at_marker and finished, len(marker),
+                                   head=self.vocab.decode(ids))
+                for ids, (read, _), out, finished
+                in zip(prompt_ids, healed, outputs, done, strict=True)]
+
+    def _heal(self, ids: list[int]) -> tuple[list[int], torch.Tensor | None]:
+        """(ids the model reads, mask of the allowed first tokens or None): at bpe level the
+        last prompt token is taken back when longer tokens begin with its text (module doc)."""
+        if self.vocab.level != "bpe" or not ids:
+            return ids, None
+        last = self.vocab.itos[ids[-1]]
+        allowed = torch.tensor([token.startswith(last) for token in self.vocab.itos],
+                               device=self.device)
+        allowed[0] = False
+        if int(allowed.sum()) < 2:
+            return ids, None
+        return ids[:-1], allowed
 
     def _read_prompts(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, object]:
         """Run all prompts (after the song-start context) in one packed pass; returns each
@@ -99,10 +125,12 @@ class RnnGenerator:
         return self._lines
 
     def _continuation(self, prompt: list[int], generated: list[int], strip_marker: bool,
-                      marker_len: int) -> str:
+                      marker_len: int, head: str | None = None) -> str:
+        """The text `generated` adds after `head` (the prompt's text; by default `prompt`'s,
+        longer when `_heal` took the prompt's last token back for `generated` to redo)."""
         if strip_marker:
             generated = generated[:-marker_len]
-        head = self.vocab.decode(prompt)
+        head = self.vocab.decode(prompt) if head is None else head
         text = self.vocab.decode(prompt + generated)[len(head):]
         return text.rstrip() if strip_marker else text
 
@@ -110,8 +138,8 @@ class RnnGenerator:
 class RnnLines:
     """lyricgen.verse.compose.LineModel over an RnnGenerator: the state is the RNN's hidden
     state (h, or (h, c) for an LSTM), [layers, rows, hidden]. Word level: a word token's piece
-    is " word" (detokenisation puts a space before it in a line); `<unk>` and the song marker
-    are never sampled."""
+    is " word" (detokenisation puts a space before it in a line); char and bpe level: a token's
+    piece is its text. `<unk>` and the song marker are never sampled."""
 
     def __init__(self, generator: RnnGenerator) -> None:
         self.generator = generator
@@ -120,14 +148,14 @@ class RnnLines:
         self.prompt_ids: list[list[int]] = []
 
     def pieces(self) -> list[str]:
-        if self.vocab.level == "char":
+        if self.vocab.level != "word":  # a char or bpe token is the exact text it covers
             return list(self.vocab.itos)
         return [f" {t}" if t[:1].isalnum() and t != self.vocab.marker else t
                 for t in self.vocab.itos]
 
     def banned_ids(self) -> list[int]:
         marker = self.vocab.marker_ids
-        return [0, *marker] if self.vocab.level == "word" else [0, marker[0]]
+        return [0, marker[0]] if self.vocab.level == "char" else [0, *marker]
 
     def encode_ending(self, text: str) -> list[int] | None:
         ids = self.vocab.encode(text.lstrip() if self.vocab.level == "word" else text)

@@ -1,4 +1,5 @@
-"""The `train-rnn` kind: a char- or word-level RNN/LSTM/GRU language model with truncated BPTT.
+"""The `train-rnn` kind: a char-, subword- (BPE) or word-level RNN/LSTM/GRU language model with
+truncated BPTT (levels: lyricgen.rnn.vocab).
 
 `run(params, ctx)` trains on `params["data"]` (songs separated by a blank line and the marker
 line) and writes into ctx.out_dir: checkpoint/ (see lyricgen.rnn.checkpoint), metrics.csv,
@@ -172,10 +173,10 @@ class Trainer:
         resume = self._load_resume_point()
         self.vocab = (Vocab.from_dict(resume["vocab"]) if resume else
                       Vocab.build(self.train_text, config.level, config.min_count,
-                                  config.marker, config.lowercase))
+                                  config.marker, config.lowercase, config.vocab_size))
         self.requested = config
-        self.songs = [torch.tensor(self.vocab.encode(song), dtype=torch.long)
-                      for song in split_songs(self.train_text, config.marker)]
+        self.songs = [torch.tensor(ids, dtype=torch.long) for ids in
+                      self.vocab.encode_all(split_songs(self.train_text, config.marker))]
         self.train_tokens = sum(song.numel() for song in self.songs)
         self.config = config = self._resolve_shape(resume)
         self.batches = self._make_batches()
@@ -209,8 +210,8 @@ class Trainer:
 
     def _resolve_shape(self, resume: dict[str, Any] | None) -> TrainConfig:
         """The params with hidden_size / batch_size filled in: from the checkpoint when
-        resuming, else by lyricgen.rnn.autoshape when left null under a char-level budget,
-        else the recipe's shape. Sets self.auto_shape (None or what the probe chose)."""
+        resuming, else by lyricgen.rnn.autoshape when left null under a budget (char or bpe
+        level), else the recipe's shape. Sets self.auto_shape (None or what the probe chose)."""
         config, self.auto_shape = self.config, None
         if resume is not None:
             resolved = resume.get("resolved", resume["params"])
@@ -220,7 +221,7 @@ class Trainer:
                                        batch_size=resolved["batch_size"])
         if config.hidden_size is not None and config.batch_size is not None:
             return config
-        if config.max_minutes is None or config.level != "char":
+        if config.max_minutes is None or config.level == "word":
             return dataclasses.replace(config, hidden_size=config.hidden_size or DEFAULT_HIDDEN,
                                        batch_size=config.batch_size or DEFAULT_BATCH)
         choice = self._probe_shape(config)
@@ -247,7 +248,9 @@ class Trainer:
             measured = probe(shapes, self._model_config(DEFAULT_HIDDEN), config.seq_len,
                              self.device, self._autocast_for)
             choice = choose(measured, config.max_minutes * 60.0, self.dist.world_size,
-                            data_tokens=self.train_tokens, epochs=config.epochs).to_dict()
+                            data_tokens=self.train_tokens, epochs=config.epochs,
+                            chars_per_token=len(self.train_text) / self.train_tokens
+                            ).to_dict()
         return dist.all_gather_object(choice, self.dist)[0]
 
     def _model_config(self, hidden_size: int) -> ModelConfig:
