@@ -42,9 +42,9 @@ batch_size left null, a `max_minutes` budget, char or bpe level).
 At bpe level the rule counts characters, not tokens (`chars_per_token`): the text a shape reads
 in the budget, what the char-level fit measured. Without a budget the recipe's shape is used
 (DEFAULT_HIDDEN, DEFAULT_BATCH), and so at word level, where the parameters sit in the
-embedding and the rule was not fitted. The rule was
-fitted on one-layer LSTMs; a GRU, an Elman RNN or stacked layers are probed as the run builds
-them (their own speed and parameter count) and judged by the same target.
+embedding and the rule was not fitted. The rule was fitted on one-layer LSTMs; a GRU, an Elman
+RNN or stacked layers are probed as the run builds them (their own speed and parameter count)
+and judged by the same target.
 """
 
 from __future__ import annotations
@@ -215,6 +215,7 @@ def _measure(shape: Shape, config: ModelConfig, seq_len: int, device: torch.devi
                                   fused=device.type in ("cpu", "cuda"))
     data = torch.randint(config.vocab_size, (shape.batch, seq_len + 1), generator=generator)
     inputs, targets = data[:, :-1].to(device), data[:, 1:].to(device)
+
     def step() -> None:
         with autocast(shape.precision):
             logits, _ = model(inputs)

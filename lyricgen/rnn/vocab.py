@@ -14,12 +14,13 @@ Subword level (`bpe`): byte-pair encoding learned from the training text by the 
 library (`vocab_size` tokens: `<unk>`, the marker as one token, the characters seen, then the
 merges). Text is first split into pieces that merges never cross: a line break, a run of spaces,
 or one space followed by a run of letters, of digits or of other symbols (`" corazón"`,
-`" ¿"`), so a token is a whole word with its leading space or a piece of one. A token is the
-exact text it covers: decoding is concatenation, so every text round-trips and a prefix of the
-tokens decodes to a prefix of the text, as at char level. The learned merges travel in the
-vocabulary's JSON (`tokenizer`), so encoding never depends on training again. A subword model
-reads DISCO verse in about 2.5 characters per token (1024 tokens): the recurrence runs 2.5 times
-fewer steps per character, which is what a CPU without bf16 needs (README, train-rnn levels).
+`" ¿"`); anything else is a piece of its own. So a token is a whole word with its leading space
+or a piece of one, and it is the exact text it covers: decoding is concatenation, every text of
+characters seen in training round-trips, and a prefix of the tokens decodes to a prefix of the
+text, as at char level. The learned merges travel in the vocabulary's JSON (`tokenizer`), so
+encoding never depends on training again. DISCO verse reads about 2.5 characters per token
+(1024 tokens): the recurrence runs 2.5 times fewer steps per character; on a small corpus the
+model also overfits sooner (README, "Subword level").
 
 Case is kept by default (`lowercase=False`): lowercasing shrinks the word vocabulary but the
 model then describes a different text, so its bits per character are not comparable with a
