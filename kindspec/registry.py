@@ -179,8 +179,8 @@ REPORT = Kind(
 
 TRAIN_RNN = Kind(
     name="train-rnn",
-    summary="Train a char- or word-level RNN/LSTM/GRU language model (truncated BPTT); the "
-            "defaults are the recommended char-level recipe",
+    summary="Train a char-, BPE-subword- or word-level RNN/LSTM/GRU language model "
+            "(truncated BPTT); the defaults are the recommended char-level recipe",
     params={
         "data": _p("path", help="training text: songs separated by a blank line + marker line",
                     input="file"),
@@ -193,7 +193,7 @@ TRAIN_RNN = Kind(
                                       "characters seen, then learned merges)", min=8),
         "epochs": _p("int", 30, "passes over the data (each token once per pass)", min=1),
         "hidden_size": _p("int", None, "recurrent state size; null: 384, or with max_minutes at "
-                                       "char level the size a short probe of this machine "
+                                       "char/bpe level the size a short probe of this machine "
                                        "favours for the budget (README)", nullable=True,
                           min=1),
         "embedding_dim": _p("int", 64, "token embedding size", min=1),
@@ -224,7 +224,7 @@ TRAIN_RNN = Kind(
                                           "epoch (each token still once per epoch)"),
         "min_count": _p("int", 2, "word level: rarer words become <unk>", min=1),
         "lowercase": _p("bool", False, "lowercase the text (bpc then describes lowercased text)"),
-        "marker": _p("str", MARKER, "end-of-song marker line (one token at word level)",
+        "marker": _p("str", MARKER, "end-of-song marker line (one token at bpe and word level)",
                      **_ONE_LINE),
         "max_minutes": _p("float", None, "wall-clock budget; the LR schedule follows it",
                           nullable=True, min=0, min_open=True),

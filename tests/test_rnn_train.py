@@ -203,6 +203,18 @@ def test_bpe_level_reads_fewer_tokens_and_reports_bpc_per_character(corpus, tmp_
     assert vocab["level"] == "bpe" and vocab["tokenizer"]  # evaluate never trains it again
 
 
+def test_bpe_run_resumes_identically_with_its_stored_tokenizer(corpus, tmp_path):
+    config = tiny(corpus, level="bpe", vocab_size=150, epochs=1, max_steps=12)
+    whole = Trainer(config, tmp_path / "a", progress_bar=False).fit()
+    first = Trainer(dataclasses.replace(config, max_steps=5), tmp_path / "b",
+                    progress_bar=False).fit()
+    rest = Trainer(config, tmp_path / "b", progress_bar=False)
+    stored = json.loads((tmp_path / "b/checkpoint/vocab.json").read_text(encoding="utf-8"))
+    assert rest.vocab.tokenizer == stored["tokenizer"]  # read back, not trained again
+    resumed = first.step_losses + rest.fit().step_losses
+    assert resumed == pytest.approx(whole.step_losses, abs=1e-6)
+
+
 @pytest.mark.parametrize("params, key", [
     ({"data": "x", "hidden": 3}, "hidden"),
     ({"data": "x", "arch": "transformer"}, "arch"),

@@ -147,8 +147,7 @@ class Vocab:
 
     def encode(self, text: str) -> list[int]:
         if self._bpe is not None:
-            return self._bpe.encode(_lowercase(text, self.marker) if self.lowercase
-                                    else text).ids
+            return self.encode_all([text])[0]
         get = self.stoi.get
         return [get(token, 0) for token in self.tokenize(text)]
 
