@@ -10,13 +10,15 @@ bf16 instructions, or on CUDA), two `--minutes` runs on DISCO train, scored on v
 
 Every other param is the kind's default (`epochs` 30 too: a fast GPU reaches it before the
 budget) unless `--param KEY=VALUE` (a YAML value, repeatable) sets it for every run, e.g.
-`--param level=bpe --param tie_weights=true`. Prints, side by side, the chosen shape, steps,
-epochs, tokens/s, valid bpc and why the run stopped, and the difference auto - fixed per
+`--param level=bpe --param tie_weights=true`. `--vs KEY=VALUE` (repeatable) runs every
+recipe a second time with those params on top, e.g. `--vs ngram_order=1` (the plain token
+input) against the defaults. Prints, side by side, the chosen shape, steps, epochs, tokens/s,
+valid bpc and why the run stopped, and the differences auto - fixed and vs - base per
 precision. `--only auto` runs `precision: auto` (the probe then also picks the precision).
 
     .venv/bin/python bench/rnn_autoshape.py [--minutes 10] [--threads 2] [--only fp32]
         [--fixed HIDDEN:BATCH ...] [--skip-auto | --skip-fixed] [--param KEY=VALUE ...]
-        [--corpus DIR] [--json FILE]
+        [--vs KEY=VALUE ...] [--corpus DIR] [--json FILE]
 
 Run it on a quiet machine (a busy one changes both the probe and the runs). It prints the
 device it ran on (the CPU's model and whether it has bf16 instructions, or the GPU) with the
@@ -27,6 +29,7 @@ DISCO's train.txt and valid.txt (default ../shared/corpora/disco beside the chec
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -79,6 +82,12 @@ def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _difference(row: dict, base: dict) -> str:
+    if row["valid_bpc"] is None or base["valid_bpc"] is None:
+        return "-"
+    return f"{row['valid_bpc'] - base['valid_bpc']:+.4f} bpc"
+
+
 def fixed_shape(text: str) -> tuple[int, int]:
     hidden, batch = text.split(":")
     return int(hidden), int(batch)
@@ -105,6 +114,8 @@ def main() -> None:
     skip.add_argument("--skip-fixed", action="store_true", help="run the auto shape only")
     parser.add_argument("--param", type=param, action="append", default=[],
                         metavar="KEY=VALUE", help="a train-rnn param for every run")
+    parser.add_argument("--vs", type=param, action="append", default=[],
+                        metavar="KEY=VALUE", help="also run every recipe with this param")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -113,14 +124,18 @@ def main() -> None:
     recipes = [] if args.skip_fixed else [("fixed", shape) for shape in args.fixed or [(384, 16)]]
     recipes += [] if args.skip_auto else [("auto", None)]
     params = dict(args.param)
+    variants = [("base", params)]
+    if args.vs:
+        variants.append(("vs", {**params, **dict(args.vs)}))
     rows = []
     for precision in [args.only] if args.only else precisions():
-        for recipe, shape in recipes:
+        for (recipe, shape), (variant, variant_params) in itertools.product(recipes, variants):
             with tempfile.TemporaryDirectory() as folder:
                 metrics = train(precision, args.minutes, shape, args.corpus, Path(folder),
-                                params)
+                                variant_params)
             final = metrics["final"]
             rows.append({"asked": precision, "precision": metrics["precision"], "recipe": recipe,
+                         "variant": variant, "asked_shape": shape,
                          "hidden": metrics["params"]["hidden_size"],
                          "batch": metrics["params"]["batch_size"], "steps": final["step"],
                          "epochs": round(final["epoch"], 2),
@@ -129,20 +144,25 @@ def main() -> None:
                          "reason": (metrics.get("auto_shape") or {}).get("reason", "")})
             print(rows[-1], flush=True)
     print(f"\n{device}: {args.minutes:g} min per run, threads {args.threads}, load "
-          f"{os.getloadavg()[0]:.1f}{'; params ' + str(params) if params else ''}")
-    print(f"{'precision':10}{'recipe':8}{'hidden':>8}{'batch':>7}{'steps':>8}{'epochs':>8}"
-          f"{'tok/s':>11}{'valid bpc':>11}  stop")
+          f"{os.getloadavg()[0]:.1f}{'; params ' + str(params) if params else ''}"
+          f"{'; vs: ' + str(dict(args.vs)) if args.vs else ''}")
+    print(f"{'precision':10}{'recipe':8}{'variant':8}{'hidden':>8}{'batch':>7}{'steps':>8}"
+          f"{'epochs':>8}{'tok/s':>11}{'valid bpc':>11}  stop")
     for row in rows:
-        print(f"{row['precision']:10}{row['recipe']:8}{row['hidden']:>8}{row['batch']:>7}"
+        print(f"{row['precision']:10}{row['recipe']:8}{row['variant']:8}{row['hidden']:>8}"
+              f"{row['batch']:>7}"
               f"{row['steps']:>8}{row['epochs']:>8.2f}{_number(row['tokens_per_s'], ',.0f'):>11}"
               f"{_number(row['valid_bpc'], '.4f'):>11}  {row['stop']}")
-    for asked in dict.fromkeys(row["asked"] for row in rows):
-        runs = [row for row in rows if row["asked"] == asked]
+    for asked, variant in dict.fromkeys((row["asked"], row["variant"]) for row in rows):
+        runs = [row for row in rows if (row["asked"], row["variant"]) == (asked, variant)]
         auto = [row for row in runs if row["recipe"] == "auto"]
         for fixed in (row for row in runs if row["recipe"] == "fixed" and auto):
-            if auto[0]["valid_bpc"] is not None and fixed["valid_bpc"] is not None:
-                print(f"{asked}: auto - fixed {fixed['hidden']}/{fixed['batch']} = "
-                      f"{auto[0]['valid_bpc'] - fixed['valid_bpc']:+.4f} bpc")
+            print(f"{asked} {variant}: auto - fixed {fixed['hidden']}/{fixed['batch']} = "
+                  f"{_difference(auto[0], fixed)}")
+    for base, other in itertools.combinations(rows, 2):
+        if (base["asked"], base["asked_shape"], base["variant"], other["variant"]) == (
+                other["asked"], other["asked_shape"], "base", "vs"):
+            print(f"{base['asked']} {base['recipe']}: vs - base = {_difference(other, base)}")
     if args.json:
         args.json.write_text(json.dumps({"device": device, "minutes": args.minutes,
                                          "rows": rows}, indent=2), encoding="utf-8")

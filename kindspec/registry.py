@@ -197,6 +197,10 @@ TRAIN_RNN = Kind(
                                        "favours for the budget (README)", nullable=True,
                           min=1),
         "embedding_dim": _p("int", 64, "token embedding size", min=1),
+        "ngram_order": _p("int", 4, "input: each token's embedding plus hashed embeddings of "
+                                    "the 2..N-grams ending at it (1: the token alone)",
+                          min=1, max=8),
+        "ngram_buckets": _p("int", 8192, "rows of each n-gram order's hashed table", min=1),
         "num_layers": _p("int", 1, "stacked recurrent layers", min=1, max=16),
         "dropout": _p("float", 0.1, "locked dropout (one mask per sequence) on embeddings and "
                                     "outputs; per-element between stacked layers",

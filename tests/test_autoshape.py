@@ -209,6 +209,24 @@ def test_the_probe_measures_the_run_s_own_cell(tmp_path: Path,
     assert len(list(tmp_path.glob("probe-*.json"))) == 2
 
 
+def test_the_probe_counts_no_ngram_table_as_model_size(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule sizes the recurrence: a token reads one row of each n-gram table, so the
+    tables do not make the model look bigger (and pick a smaller hidden size)."""
+    monkeypatch.setenv("LYRICGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(autoshape.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    shapes = [Shape(16, 4, "fp32")]
+    no_autocast = lambda precision: torch.autocast("cpu", enabled=False)  # noqa: E731
+    plain = autoshape.probe(shapes, LSTM_30, 16, torch.device("cpu"), no_autocast)
+    tables = autoshape.probe(shapes, dataclasses.replace(LSTM_30, ngram_order=4,
+                                                         ngram_buckets=500),
+                             16, torch.device("cpu"), no_autocast)
+    assert tables[0].parameters == plain[0].parameters
+    assert count_parameters(RnnLM(ModelConfig("lstm", 30, 8, 16, ngram_order=4,
+                                              ngram_buckets=500))) == \
+        plain[0].parameters + 3 * 500 * 8
+
+
 @pytest.fixture
 def fake_probe(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The probe answers at once: hidden 24 is the one the budget favours."""

@@ -123,7 +123,8 @@ def test_two_processes_pause_and_resume_like_one(one_process: Path, tmp_path: Pa
     out = tmp_path / "out"
     checkpoint = load_checkpoint(out / "checkpoint/last.pt")
     assert checkpoint["world_size"] == 2 and checkpoint["step"] == 30
-    assert checkpoint["hidden"].shape == (1, 8, 32)  # both ranks' streams, in rank order
+    cell, recent = checkpoint["hidden"]  # a GRU's state, the 3 latest tokens (n-gram order 4)
+    assert cell.shape == (1, 8, 32) and recent.shape == (3, 8)  # both ranks' streams, in order
     assert len(checkpoint["rng_ranks"]) == 2
     config = write_config(tmp_path, **TINY)
     refused = single(config)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lyricgen.rnn.model import ARCHS, LockedDropout, ModelConfig, RnnLM, detach_hidden
+from lyricgen.rnn.model import (
+    ARCHS,
+    LockedDropout,
+    ModelConfig,
+    RnnLM,
+    count_parameters,
+    detach_hidden,
+)
 
 torch.set_num_threads(1)
 
@@ -66,3 +73,74 @@ def test_packed_rows_match_rows_run_alone(arch):
         for batch_state, row_state in pairs:
             assert torch.allclose(batch_state[:, i], row_state[:, 0], atol=1e-5)
 
+
+
+def _states(hidden):
+    return hidden if isinstance(hidden, tuple) else (hidden,)
+
+
+def _with_random_ngrams(config: ModelConfig, seed: int) -> RnnLM:
+    torch.manual_seed(seed)
+    model = RnnLM(config).eval()
+    with torch.no_grad():  # trained tables are not zero: make them matter
+        for table in model.ngrams:
+            table.weight.normal_(0, 1.0)
+    return model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ngram_model_gives_the_same_logits_however_a_text_is_cut(arch):
+    """The last N-1 tokens travel in the hidden state, so calls of any length agree."""
+    model = _with_random_ngrams(ModelConfig(arch, 20, 6, 10, num_layers=2, ngram_order=4,
+                                            ngram_buckets=64), seed=2)
+    tokens = torch.randint(0, 20, (3, 11))
+    whole, hidden = model(tokens)
+    assert hidden[-1].tolist() == tokens[:, -3:].t().tolist()  # the 3 latest, oldest first
+    pieces, state = [], None
+    for start, stop in ((0, 1), (1, 3), (3, 4), (4, 11)):
+        logits, state = model(tokens[:, start:stop], state)
+        pieces.append(logits)
+    assert torch.allclose(torch.cat(pieces, dim=1), whole, atol=1e-5)
+    for left, right in zip(_states(hidden), _states(state), strict=True):
+        assert torch.allclose(left.float(), right.float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ngram_model_packed_rows_match_rows_run_alone(arch):
+    model = _with_random_ngrams(ModelConfig(arch, 20, 6, 10, ngram_order=3, ngram_buckets=50),
+                                seed=3)
+    tokens = torch.randint(1, 20, (3, 8))
+    lengths = torch.tensor([8, 1, 5])  # a row shorter than the n-gram history too
+    logits, hidden = model(tokens, None, lengths)
+    for row, length in enumerate(lengths.tolist()):
+        alone, alone_hidden = model(tokens[row:row + 1, :length])
+        assert torch.allclose(logits[row, :length], alone[0], atol=1e-5)
+        for batch_state, row_state in zip(_states(hidden), _states(alone_hidden), strict=True):
+            assert torch.allclose(batch_state[:, row].float(), row_state[:, 0].float(),
+                                  atol=1e-5)
+    assert hidden[-1][:, 1].tolist() == [0, tokens[1, 0].item()]  # id 0 before the first
+
+
+def test_ngram_input_reads_exactly_the_last_n_tokens():
+    model = _with_random_ngrams(ModelConfig("lstm", 20, 6, 10, ngram_order=3,
+                                            ngram_buckets=1000), seed=4)
+    tokens = torch.randint(0, 20, (1, 9))
+    recent = torch.zeros(2, 1, dtype=torch.long)
+    base = model._embed(tokens, recent)
+    for position, changes_position_6 in ((3, False), (4, True), (6, True)):
+        changed = tokens.clone()
+        changed[0, position] = (changed[0, position] + 1) % 20
+        differs = not torch.allclose(model._embed(changed, recent)[0, 6], base[0, 6])
+        assert differs == changes_position_6, position  # the trigram ending at 6 is 4..6
+
+
+def test_ngram_tables_start_at_zero_and_cost_no_compute_parameters():
+    plain = RnnLM(ModelConfig("lstm", 20, 6, 10)).eval()
+    with_tables = RnnLM(ModelConfig("lstm", 20, 6, 10, ngram_order=4, ngram_buckets=100)).eval()
+    missing, unexpected = with_tables.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == [f"ngrams.{i}.weight" for i in range(3)]
+    tokens = torch.randint(0, 20, (2, 7))
+    assert torch.allclose(with_tables(tokens)[0], plain(tokens)[0], atol=1e-6)
+    assert with_tables.compute_parameters() == plain.compute_parameters() == \
+        count_parameters(plain)
+    assert count_parameters(with_tables) == count_parameters(plain) + 3 * 100 * 6

@@ -19,22 +19,27 @@ DISCO = Path(__file__).resolve().parents[1].parent / "shared/corpora/disco"
 PROMPTS = ["Amor", "", "¿Qué es esto, Entendimiento? ¿Qué revuelta", "y"]
 
 
-def random_generator(level: str, arch: str = "lstm", seed: int = 0) -> RnnGenerator:
+def random_generator(level: str, arch: str = "lstm", seed: int = 0,
+                     ngram_order: int = 1) -> RnnGenerator:
     text = (DISCO / "valid.txt").read_text(encoding="utf-8")[:4000]
     vocab = Vocab.build(text, level, min_count=1, vocab_size=300)
     torch.manual_seed(seed)
-    model = RnnLM(ModelConfig(arch, len(vocab), 8, 16, num_layers=2))
+    model = RnnLM(ModelConfig(arch, len(vocab), 8, 16, num_layers=2, ngram_order=ngram_order,
+                              ngram_buckets=97))
     with torch.no_grad():  # sharper, chaotic random weights: greedy paths depend on prompts
         model.decoder.weight.mul_(20)
         for weight in model.rnn.parameters():
             weight.mul_(4)
+        for table in model.ngrams:  # trained tables are not zero
+            table.weight.normal_()
     return RnnGenerator(model, vocab, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("level", ["char", "bpe", "word"])
-@pytest.mark.parametrize("arch", ["rnn", "gru", "lstm"])
-def test_batched_greedy_equals_each_prompt_alone(level, arch):
-    generator = random_generator(level, arch)
+@pytest.mark.parametrize("arch, ngram_order", [("rnn", 1), ("gru", 1), ("lstm", 1),
+                                               ("gru", 3), ("lstm", 4)])
+def test_batched_greedy_equals_each_prompt_alone(level, arch, ngram_order):
+    generator = random_generator(level, arch, ngram_order=ngram_order)
     together = generator.generate(PROMPTS, [0.0] * len(PROMPTS), max_tokens=25,
                                   stop_at_marker=False)
     alone = [generator.generate([prompt], [0.0], max_tokens=25, stop_at_marker=False)[0]

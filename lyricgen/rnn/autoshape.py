@@ -18,7 +18,8 @@ batch_size left null, a `max_minutes` budget, char or bpe level).
      Language Models"): U unique tokens seen R extra times are worth
      U x (1 + R* x (1 - exp(-R / R*))) with R* = 15.4 (REPEAT_SCALE);
    - hidden size: the one whose effective tokens come closest to TOKENS_PER_PARAM per model
-     parameter (log scale). Fitted on 10-minute (GPU: 3-minute) DISCO char runs on four
+     parameter (log scale; the n-gram tables do not count: a token reads one row of each,
+     RnnLM.compute_parameters). Fitted on 10-minute (GPU: 3-minute) DISCO char runs on four
      hardware classes (README "train-rnn picks its shape", effective tokens/parameter):
      bf16 on AVX512-BF16 cores, 384 at 26 beat 320 at 43 (1.833 vs 1.864 valid bpc) and
      512 at 10; fp32 on those cores, 384 at 17 beat 320 at 27 (1.872 vs 1.891); fp32 on AVX2
@@ -65,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from lyricgen.io import atomic_write_json
-from lyricgen.rnn.model import ModelConfig, RnnLM, count_parameters
+from lyricgen.rnn.model import ModelConfig, RnnLM
 
 DEFAULT_HIDDEN, DEFAULT_BATCH = 384, 16
 TOKENS_PER_PARAM = 20.0  # effective training tokens per model parameter (module docstring)
@@ -235,7 +236,7 @@ def _measure(shape: Shape, config: ModelConfig, seq_len: int, device: torch.devi
         steps += TIMED_STEPS
         _sync(device)
         seconds = time.perf_counter() - started
-    return Measured(shape, shape.batch * seq_len * steps / seconds, count_parameters(model))
+    return Measured(shape, shape.batch * seq_len * steps / seconds, model.compute_parameters())
 
 
 def _sync(device: torch.device) -> None:

@@ -27,6 +27,8 @@ class TrainConfig:
     epochs: int
     hidden_size: int | None  # None: lyricgen.rnn.autoshape (resolved by the Trainer)
     embedding_dim: int
+    ngram_order: int
+    ngram_buckets: int
     num_layers: int
     dropout: float
     tie_weights: bool

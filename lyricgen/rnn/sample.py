@@ -137,7 +137,8 @@ class RnnGenerator:
 
 class RnnLines:
     """lyricgen.verse.compose.LineModel over an RnnGenerator: the state is the RNN's hidden
-    state (h, or (h, c) for an LSTM), [layers, rows, hidden]. Word level: a word token's piece
+    state (h, or (h, c) for an LSTM, [layers, rows, hidden]; with two tokens per step the
+    pending token [1, rows] after them). Word level: a word token's piece
     is " word" (detokenisation puts a space before it in a line); char and bpe level: a token's
     piece is its text. `<unk>` and the song marker are never sampled."""
 
@@ -184,7 +185,7 @@ class RnnLines:
 
     @staticmethod
     def _pack(parts: list[torch.Tensor]) -> Hidden:
-        return tuple(parts) if len(parts) == 2 else parts[0]  # type: ignore[return-value]
+        return tuple(parts) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
 
     def select(self, state: Hidden, rows: torch.Tensor) -> Hidden:
         if isinstance(state, tuple):

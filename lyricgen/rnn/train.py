@@ -5,6 +5,10 @@ truncated BPTT (levels: lyricgen.rnn.vocab).
 line) and writes into ctx.out_dir: checkpoint/ (see lyricgen.rnn.checkpoint), metrics.csv,
 metrics.json (final + best) and curves.png.
 
+The model (lyricgen.rnn.model) reads each token's embedding plus hashed embeddings of the
+2..`ngram_order`-grams ending at it (the default order 4 took a 2-core fp32 CPU from 1.894 to
+1.836 valid bpc in 10 minutes on DISCO; README).
+
 Training (lyricgen.rnn.data): each epoch processes every token once as `batch_size` contiguous
 streams read in windows of `seq_len`; the hidden state is carried between windows (detached)
 and reset at each epoch start. With `shuffle_songs` every epoch concatenates the songs in a
@@ -257,7 +261,8 @@ class Trainer:
         """The run's model (cell, layers, vocabulary, ...) at `hidden_size`."""
         config = self.config
         return ModelConfig(config.arch, len(self.vocab), config.embedding_dim, hidden_size,
-                           config.num_layers, config.dropout, config.tie_weights)
+                           config.num_layers, config.dropout, config.tie_weights,
+                           config.ngram_order, config.ngram_buckets)
 
     def _load_resume_point(self) -> dict[str, Any] | None:
         if self.is_main:
