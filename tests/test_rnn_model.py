@@ -126,11 +126,15 @@ def test_ngram_input_reads_exactly_the_last_n_tokens():
                                             ngram_buckets=1000), seed=4)
     tokens = torch.randint(0, 20, (1, 9))
     recent = torch.zeros(2, 1, dtype=torch.long)
-    base = model._embed(tokens, recent)
+
+    def embed(tokens: torch.Tensor) -> torch.Tensor:
+        return model._embed(tokens, torch.cat([recent.t(), tokens], dim=1))
+
+    base = embed(tokens)
     for position, changes_position_6 in ((3, False), (4, True), (6, True)):
         changed = tokens.clone()
         changed[0, position] = (changed[0, position] + 1) % 20
-        differs = not torch.allclose(model._embed(changed, recent)[0, 6], base[0, 6])
+        differs = not torch.allclose(embed(changed)[0, 6], base[0, 6])
         assert differs == changes_position_6, position  # the trigram ending at 6 is 4..6
 
 

@@ -107,7 +107,8 @@ class RnnLM(nn.Module):
     def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None,
                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, Hidden]:
         cell, recent = self._split_hidden(hidden, tokens)
-        embedded = self.drop(self._embed(tokens, recent))
+        history = None if recent is None else torch.cat([recent.t(), tokens], dim=1)
+        embedded = self.drop(self._embed(tokens, history))
         if lengths is None:
             output, cell = self.rnn(embedded, cell)
         else:
@@ -119,10 +120,10 @@ class RnnLM(nn.Module):
         output = self.drop(output)
         if self.projection is not None:
             output = self.projection(output)
-        if recent is None:
+        if history is None:
             return self.decoder(output), cell
         parts = cell if isinstance(cell, tuple) else (cell,)
-        return self.decoder(output), (*parts, _last_tokens(recent, tokens, lengths))
+        return self.decoder(output), (*parts, _last_tokens(history, len(self.ngrams), lengths))
 
     def _split_hidden(self, hidden: Hidden | None, tokens: torch.Tensor
                       ) -> tuple[Hidden | None, torch.Tensor | None]:
@@ -136,12 +137,12 @@ class RnnLM(nn.Module):
         *cell, recent = hidden
         return (tuple(cell) if len(cell) > 1 else cell[0]), recent
 
-    def _embed(self, tokens: torch.Tensor, recent: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings plus each order's hashed n-gram embedding (module doc)."""
+    def _embed(self, tokens: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings plus each order's hashed n-gram embedding (module doc);
+        `history` [B, N-1 + T] is the recent tokens followed by `tokens` (None: no tables)."""
         embedded = self.embedding(tokens)
-        if recent is None:
+        if history is None:
             return embedded
-        history = torch.cat([recent.t(), tokens], dim=1)  # [B, N-1 + T]
         length, code = tokens.size(1), tokens
         for back, table in enumerate(self.ngrams, start=1):  # order back + 1
             start = len(self.ngrams) - back
@@ -155,14 +156,13 @@ class RnnLM(nn.Module):
         return count_parameters(self) - sum(table.weight.numel() for table in self.ngrams)
 
 
-def _last_tokens(recent: torch.Tensor, tokens: torch.Tensor,
-                 lengths: torch.Tensor | None) -> torch.Tensor:
-    """The N-1 latest tokens [N-1, B] after reading `tokens` (each row up to its length)."""
-    keep = recent.size(0)
-    history = torch.cat([recent.t(), tokens], dim=1)
+def _last_tokens(history: torch.Tensor, keep: int, lengths: torch.Tensor | None
+                 ) -> torch.Tensor:
+    """The `keep` latest tokens [keep, B] of `history` [B, keep + T] (each row up to its
+    length)."""
     if lengths is None:
         return history[:, -keep:].t().contiguous()
-    ends = lengths.to(tokens.device)[:, None] + torch.arange(keep, device=tokens.device)
+    ends = lengths.to(history.device)[:, None] + torch.arange(keep, device=history.device)
     return history.gather(1, ends).t().contiguous()
 
 
