@@ -137,10 +137,10 @@ class RnnGenerator:
 
 class RnnLines:
     """lyricgen.verse.compose.LineModel over an RnnGenerator: the state is the RNN's hidden
-    state (h, or (h, c) for an LSTM, [layers, rows, hidden]; with two tokens per step the
-    pending token [1, rows] after them). Word level: a word token's piece
-    is " word" (detokenisation puts a space before it in a line); char and bpe level: a token's
-    piece is its text. `<unk>` and the song marker are never sampled."""
+    state (h, or (h, c) for an LSTM, [layers, rows, hidden]; with n-gram tables the recent
+    tokens [N-1, rows] after them: every part has the rows in dim 1). Word level: a word
+    token's piece is " word" (detokenisation puts a space before it in a line); char and bpe
+    level: a token's piece is its text. `<unk>` and the song marker are never sampled."""
 
     def __init__(self, generator: RnnGenerator) -> None:
         self.generator = generator
